@@ -1,0 +1,595 @@
+//! The subject: its shared state, the delivery role and the drain loop.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::mem;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Weak};
+
+use event_listener::Event;
+
+use crate::stream::SubjectStream;
+use crate::subscription::{Subscription, Unsubscribe};
+use crate::sync::{self, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, ThreadId};
+
+/// A registered listener, type-erased.
+type Listener<T> = Box<dyn Fn(&T) + Send + Sync>;
+
+/// A caught panic payload.
+type Payload = Box<dyn Any + Send>;
+
+/// One registered listener.
+struct Entry<T> {
+    /// Registration number: entries are kept sorted by it.
+    id: u64,
+    /// Cleared (under the state lock) when the listener is removed; checked before every call.
+    active: AtomicBool,
+    /// The listener itself.
+    f: Listener<T>,
+}
+
+/// Work waiting for the delivery role.
+enum Job<T> {
+    /// Deliver a value to every listener registered when the delivery starts.
+    Deliver(Arc<T>),
+    /// Give one listener, registered with `immediate` while another thread was delivering, the
+    /// value whose delivery had already started.
+    Replay(Arc<Entry<T>>, Arc<T>),
+}
+
+/// Everything behind the subject's lock.
+pub(crate) struct State<T> {
+    /// Copy-on-write snapshot of the listeners, in registration order.
+    listeners: Arc<[Arc<Entry<T>>]>,
+    /// Id of the next listener.
+    next_id: u64,
+    /// The last recorded value: what [`Subject::last`] returns and `update` decides from.
+    pub(crate) last: Option<Arc<T>>,
+    /// The last value whose delivery has started: what `immediate` replays.
+    current: Option<Arc<T>>,
+    /// Jobs recorded but not yet started, in total order.
+    queue: VecDeque<Job<T>>,
+    /// The thread holding the delivery role, if any.
+    drainer: Option<ThreadId>,
+    /// Jobs started by the delivery role.
+    started: u64,
+    /// Jobs finished by the delivery role; `started - finished` is 0 or 1.
+    finished: u64,
+    /// Threads blocked in an unsubscribe until the in-flight job finishes.
+    waiters: usize,
+    /// Bumped by every recorded value (the initial value counts as 1).
+    pub(crate) version: u64,
+    /// Set when the last [`Subject`] handle is dropped.
+    pub(crate) closed: bool,
+}
+
+/// The shared part of a subject: what handles, subscriptions and streams point to.
+pub(crate) struct Inner<T> {
+    pub(crate) state: Mutex<State<T>>,
+    /// Signalled when a job finishes while someone waits to unsubscribe.
+    job_finished: Condvar,
+    /// Notified when a value is recorded (if a stream is parked) and on close.
+    pub(crate) changed: Event,
+    /// Streams currently registered on `changed`.
+    pub(crate) parked_streams: AtomicUsize,
+    /// Live [`Subject`] handles; the subject closes when it reaches zero.
+    handles: AtomicUsize,
+}
+
+impl<T> Inner<T> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<T>> {
+        sync::lock(&self.state)
+    }
+
+    /// Marks the subject closed, drops its listeners and wakes every stream.
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let listeners = mem::replace(&mut state.listeners, Arc::from([]));
+        let queue = mem::take(&mut state.queue);
+        let current = state.current.take();
+        drop(state);
+        // User closures and values are dropped outside the lock.
+        drop((listeners, queue, current));
+        self.changed.notify(usize::MAX);
+    }
+}
+
+impl<T: Send + Sync + 'static> Unsubscribe for Inner<T> {
+    fn unsubscribe(&self, id: u64) {
+        let mut state = self.lock();
+        let Ok(index) = state.listeners.binary_search_by_key(&id, |entry| entry.id) else {
+            return;
+        };
+        let removed = Arc::clone(&state.listeners[index]);
+        let rest: Arc<[Arc<Entry<T>>]> = state
+            .listeners
+            .iter()
+            .filter(|entry| entry.id != id)
+            .cloned()
+            .collect();
+        let old = mem::replace(&mut state.listeners, rest);
+        removed.active.store(false, Ordering::Release);
+        // Another thread may be calling this very listener right now: wait for the job in
+        // flight to finish. The delivery role's own thread never waits (that would deadlock):
+        // the cleared flag is enough, since it checks the flag before every call.
+        let me = sync::current_thread();
+        if state.drainer.is_some_and(|drainer| drainer != me) && state.started != state.finished {
+            let target = state.started;
+            state.waiters += 1;
+            while state.finished < target {
+                state = sync::wait(&self.job_finished, state);
+            }
+            state.waiters -= 1;
+        }
+        drop(state);
+        drop((old, removed));
+    }
+}
+
+/// What one job does once the lock is released.
+enum Work<T> {
+    Deliver {
+        listeners: Arc<[Arc<Entry<T>>]>,
+        value: Arc<T>,
+        previous: Option<Arc<T>>,
+    },
+    Replay(Arc<Entry<T>>, Arc<T>),
+}
+
+impl<T> Work<T> {
+    /// Calls the listeners, catching every panic; returns the first payload.
+    fn run(self) -> Option<Payload> {
+        let mut first: Option<Payload> = None;
+        let mut record = |payload: Payload| {
+            if first.is_none() {
+                first = Some(payload);
+            }
+        };
+        let call = |entry: &Entry<T>, value: &T| {
+            if entry.active.load(Ordering::Acquire) {
+                panic::catch_unwind(AssertUnwindSafe(|| (entry.f)(value))).err()
+            } else {
+                None
+            }
+        };
+        // The outer catch covers the drops at the end of the closure (values, listeners), which
+        // run user code too.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| match self {
+            Work::Deliver {
+                listeners,
+                value,
+                previous,
+            } => {
+                for entry in listeners.iter() {
+                    if let Some(payload) = call(entry, &value) {
+                        record(payload);
+                    }
+                }
+                drop((listeners, value, previous));
+            }
+            Work::Replay(entry, value) => {
+                if let Some(payload) = call(&entry, &value) {
+                    record(payload);
+                }
+                drop((entry, value));
+            }
+        }));
+        if let Err(payload) = outcome {
+            record(payload);
+        }
+        first
+    }
+}
+
+/// A multicast emitter that remembers its last value (a "behaviour subject").
+///
+/// Listeners registered with [`listen`](Self::listen) receive every value passed to
+/// [`next`](Self::next) or emitted by [`update`](Self::update), by reference, in one total
+/// order; [`last`](Self::last) reads the last value; [`stream`](Self::stream) follows the latest
+/// value asynchronously. The [crate documentation](crate) states the guarantees.
+///
+/// Cloning is cheap: clones share one subject. When the last clone is dropped the subject closes:
+/// its listeners are dropped and its streams end after yielding the value they have not seen.
+/// A listener that owns a clone of its own subject keeps it open.
+///
+/// `Subject<T>` is `Send` and `Sync` when `T` is. Its values are shared with listeners on
+/// other threads, so they must be `Send + Sync`; this will **not** work:
+///
+/// ```compile_fail
+/// let subject = keyrunner_subject::Subject::new();
+/// subject.next(std::rc::Rc::new(1));
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use keyrunner_subject::Subject;
+///
+/// let subject = Subject::with_value(1);
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+///
+/// let sink = Arc::clone(&seen);
+/// let subscription = subject.listen(move |value: &i32| sink.lock().unwrap().push(*value), true);
+/// subject.next(2);
+/// subscription.unsubscribe();
+/// subject.next(3);
+///
+/// assert_eq!(*seen.lock().unwrap(), [1, 2]);
+/// assert_eq!(subject.last().as_deref(), Some(&3));
+/// ```
+pub struct Subject<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Send + Sync + 'static> Subject<T> {
+    /// Creates a subject with no last value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let subject = keyrunner_subject::Subject::<u32>::new();
+    /// assert!(subject.last().is_none());
+    /// ```
+    pub fn new() -> Self {
+        Self::from_value(None)
+    }
+
+    /// Creates a subject whose last value is `value`.
+    ///
+    /// This is not an emission: no listener exists yet to receive it, but `immediate` listeners
+    /// and new streams start from it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let subject = keyrunner_subject::Subject::with_value("ready");
+    /// assert_eq!(subject.last().as_deref(), Some(&"ready"));
+    /// ```
+    pub fn with_value(value: T) -> Self {
+        Self::from_value(Some(Arc::new(value)))
+    }
+
+    fn from_value(value: Option<Arc<T>>) -> Self {
+        let state = State {
+            listeners: Arc::from([]),
+            next_id: 0,
+            version: u64::from(value.is_some()),
+            current: value.clone(),
+            last: value,
+            queue: VecDeque::new(),
+            drainer: None,
+            started: 0,
+            finished: 0,
+            waiters: 0,
+            closed: false,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                job_finished: Condvar::new(),
+                changed: Event::new(),
+                parked_streams: AtomicUsize::new(0),
+                handles: AtomicUsize::new(1),
+            }),
+        }
+    }
+
+    /// Registers `listener`; dropping the returned [`Subscription`] removes it.
+    ///
+    /// The listener receives every value whose delivery starts after this call, in order. It
+    /// does not receive a value whose delivery is already under way.
+    ///
+    /// With `immediate`, the listener is first called with the last value whose delivery has
+    /// started (or the initial value), if there is one, and then with every later value; it never
+    /// sees a value twice or out of order:
+    ///
+    /// - if no emission is under way, the call happens on this thread before `listen` returns;
+    /// - if `listen` is called from inside a listener of this subject, likewise;
+    /// - if another thread is delivering, that thread makes the call, before the listener's next
+    ///   value; it may happen after `listen` returns.
+    ///
+    /// # Panics
+    ///
+    /// When this call delivers (first case above), it resumes the first panic of a listener
+    /// called meanwhile, as [`next`](Self::next) does; the subscription is then dropped during
+    /// unwinding, which removes the new listener.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use keyrunner_subject::Subject;
+    ///
+    /// let subject = Subject::with_value(5);
+    /// let total = Arc::new(AtomicU32::new(0));
+    /// let sum = Arc::clone(&total);
+    /// let _subscription = subject.listen(
+    ///     move |value: &u32| {
+    ///         sum.fetch_add(*value, Ordering::Relaxed);
+    ///     },
+    ///     true,
+    /// );
+    /// subject.next(10);
+    /// assert_eq!(total.load(Ordering::Relaxed), 15);
+    /// ```
+    pub fn listen<F>(&self, listener: F, immediate: bool) -> Subscription
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        let f: Listener<T> = Box::new(listener);
+        let mut state = self.inner.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let entry = Arc::new(Entry {
+            id,
+            active: AtomicBool::new(true),
+            f,
+        });
+        let listeners: Arc<[Arc<Entry<T>>]> = state
+            .listeners
+            .iter()
+            .cloned()
+            .chain([Arc::clone(&entry)])
+            .collect();
+        let old = mem::replace(&mut state.listeners, listeners);
+        let weak: Weak<Inner<T>> = Arc::downgrade(&self.inner);
+        let subscription = Subscription::new(weak, id);
+
+        let replay = if immediate {
+            state.current.clone()
+        } else {
+            None
+        };
+        let Some(value) = replay else {
+            drop(state);
+            drop(old);
+            return subscription;
+        };
+        let me = sync::current_thread();
+        match state.drainer {
+            None => {
+                // Nothing is queued when nobody delivers: take the role and replay first.
+                state.drainer = Some(me);
+                state.queue.push_back(Job::Replay(entry, value));
+                drop(state);
+                drop(old);
+                self.drain();
+            }
+            Some(drainer) if drainer == me => {
+                // Called from a listener: this thread delivers, and the snapshots of the values
+                // after `current` already contain the new entry.
+                drop(state);
+                drop(old);
+                (entry.f)(&value);
+            }
+            Some(_) => {
+                // Before the next delivery, after the replays already waiting (same value).
+                let at = state
+                    .queue
+                    .iter()
+                    .position(|job| matches!(job, Job::Deliver(_)))
+                    .unwrap_or(state.queue.len());
+                state.queue.insert(at, Job::Replay(entry, value));
+                drop(state);
+                drop(old);
+            }
+        }
+        subscription
+    }
+
+    /// Records `value` as the last value and delivers it, by reference, to every listener
+    /// registered when its delivery starts, in registration order.
+    ///
+    /// If no delivery is under way, this thread delivers the value before returning, and then
+    /// every value other threads recorded meanwhile. Otherwise the value is queued and `next`
+    /// returns at once: the thread already delivering (another one, or this one if `next` is
+    /// called from a listener) delivers it after the values recorded before it, once the current
+    /// value has reached every listener.
+    ///
+    /// # Panics
+    ///
+    /// If this call delivered and a listener panicked, the first such panic is resumed here,
+    /// after every listener received its value and the delivery role was released; later panics
+    /// of the same call are dropped. The subject stays fully usable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let subject = keyrunner_subject::Subject::new();
+    /// subject.next(String::from("hello"));
+    /// assert_eq!(subject.last().as_deref().map(String::as_str), Some("hello"));
+    /// ```
+    pub fn next(&self, value: T) {
+        let value = Arc::new(value);
+        let state = self.inner.lock();
+        self.emit(state, value);
+    }
+
+    /// Atomically computes the next value from the last one.
+    ///
+    /// `f` runs under the subject's lock with the last recorded value; if it returns `Some(v)`,
+    /// `v` is emitted exactly as by [`next`](Self::next) (same ordering, same delivery) and
+    /// `update` returns `true`. Two racing `update`s therefore see each other's values: this is
+    /// a compare-and-set.
+    ///
+    /// `f` must not call into this subject (that deadlocks). A panic in `f` propagates from
+    /// `update` and leaves the subject unchanged.
+    ///
+    /// # Panics
+    ///
+    /// Resumes a listener's panic as [`next`](Self::next) does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[derive(Debug, PartialEq)]
+    /// enum Phase { Idle, Running }
+    ///
+    /// let subject = keyrunner_subject::Subject::with_value(Phase::Idle);
+    /// let start = |last: Option<&Phase>| (last == Some(&Phase::Idle)).then_some(Phase::Running);
+    /// assert!(subject.update(start));
+    /// assert!(!subject.update(start));
+    /// assert_eq!(subject.last().as_deref(), Some(&Phase::Running));
+    /// ```
+    pub fn update(&self, f: impl FnOnce(Option<&T>) -> Option<T>) -> bool {
+        let state = self.inner.lock();
+        match f(state.last.as_deref()) {
+            Some(value) => {
+                self.emit(state, Arc::new(value));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Returns the last recorded value, if any.
+    ///
+    /// A value is recorded when `next` or `update` is called, before it is delivered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let subject = keyrunner_subject::Subject::new();
+    /// assert_eq!(subject.last(), None);
+    /// subject.next(7);
+    /// assert_eq!(subject.last().as_deref(), Some(&7));
+    /// ```
+    pub fn last(&self) -> Option<Arc<T>> {
+        self.inner.lock().last.clone()
+    }
+
+    /// Returns the number of registered listeners.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let subject = keyrunner_subject::Subject::<()>::new();
+    /// let subscription = subject.listen(|_| {}, false);
+    /// assert_eq!(subject.listener_count(), 1);
+    /// drop(subscription);
+    /// assert_eq!(subject.listener_count(), 0);
+    /// ```
+    pub fn listener_count(&self) -> usize {
+        self.inner.lock().listeners.len()
+    }
+
+    /// Returns a stream of the latest value; see [`SubjectStream`].
+    ///
+    /// Its first item is the last value, if there is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::executor::block_on;
+    /// use futures::StreamExt;
+    ///
+    /// let subject = keyrunner_subject::Subject::with_value(1);
+    /// let mut stream = subject.stream();
+    /// subject.next(2);
+    /// subject.next(3);
+    /// assert_eq!(block_on(stream.next()), Some(3));
+    /// drop(subject);
+    /// assert_eq!(block_on(stream.next()), None);
+    /// ```
+    pub fn stream(&self) -> SubjectStream<T>
+    where
+        T: Clone,
+    {
+        SubjectStream::new(Arc::clone(&self.inner))
+    }
+
+    /// Records `value` and delivers it, or queues it for the thread that delivers.
+    fn emit(&self, mut state: MutexGuard<'_, State<T>>, value: Arc<T>) {
+        let previous = state.last.replace(Arc::clone(&value));
+        state.version += 1;
+        state.queue.push_back(Job::Deliver(value));
+        let deliver = state.drainer.is_none();
+        if deliver {
+            state.drainer = Some(sync::current_thread());
+        }
+        drop(state);
+        // Never the last reference: a recorded value stays in `current` or in the queue until a
+        // later value replaces it there, so this drop runs no user code.
+        drop(previous);
+        if self.inner.parked_streams.load(Ordering::Acquire) > 0 {
+            self.inner.changed.notify(usize::MAX);
+        }
+        if deliver {
+            self.drain();
+        }
+    }
+
+    /// The delivery role: runs queued jobs until the queue is empty, then releases the role and
+    /// resumes the first panic caught.
+    fn drain(&self) {
+        let mut first: Option<Payload> = None;
+        let mut state = self.inner.lock();
+        while let Some(job) = state.queue.pop_front() {
+            state.started += 1;
+            let work = match job {
+                Job::Deliver(value) => Work::Deliver {
+                    listeners: Arc::clone(&state.listeners),
+                    previous: state.current.replace(Arc::clone(&value)),
+                    value,
+                },
+                Job::Replay(entry, value) => Work::Replay(entry, value),
+            };
+            drop(state);
+            if let Some(payload) = work.run() {
+                first.get_or_insert(payload);
+            }
+            state = self.inner.lock();
+            state.finished += 1;
+            if state.waiters > 0 {
+                self.inner.job_finished.notify_all();
+            }
+        }
+        state.drainer = None;
+        drop(state);
+        if let Some(payload) = first {
+            panic::resume_unwind(payload);
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Default for Subject<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for Subject<T> {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T> Drop for Subject<T> {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.close();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Subject<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct("Subject");
+        match sync::try_lock(&self.inner.state) {
+            Some(state) => out
+                .field("listeners", &state.listeners.len())
+                .field("has_value", &state.last.is_some())
+                .field("delivering", &state.drainer.is_some())
+                .field("queued", &state.queue.len()),
+            None => out.field("state", &format_args!("<locked>")),
+        };
+        out.finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,51 @@
+//! The synchronization primitives the subject is built from: `std` normally, `loom` under
+//! `cfg(loom)` so the model checker can explore every interleaving.
+//!
+//! `Arc` and `Weak` always come from `std`: a [`Subscription`](crate::Subscription) needs a
+//! `Weak`, and reference counting is not part of the protocol being checked.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use loom::thread::ThreadId;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::thread::ThreadId;
+
+use std::sync::{PoisonError, TryLockError};
+
+/// The id of the calling thread.
+pub(crate) fn current_thread() -> ThreadId {
+    #[cfg(loom)]
+    let id = loom::thread::current().id();
+    #[cfg(not(loom))]
+    let id = std::thread::current().id();
+    id
+}
+
+/// Locks `mutex`, ignoring poison: no critical section calls user code except
+/// [`Subject::update`](crate::Subject::update)'s closure, which only reads, so a poisoned lock
+/// always holds consistent data.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks `mutex` if it is free right now, ignoring poison; `None` when someone holds it.
+pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Waits on `condvar`, ignoring poison (see [`lock`]).
+pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
+}
