@@ -1,0 +1,48 @@
+//! `next` to a key nobody holds allocates nothing (a counting global allocator proves it).
+//!
+//! The allocator counts every thread, so this binary holds this one test only: no other test
+//! allocates while it measures.
+
+use std::alloc::System;
+
+use keyrunner_pub_sub::PubSub;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Allocations (and reallocations) made while `f` runs.
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let region = Region::new(GLOBAL);
+    f();
+    let change = region.change();
+    change.allocations + change.reallocations
+}
+
+#[test]
+fn next_to_an_unwatched_key_allocates_nothing() {
+    // Without a predicate.
+    let plain: PubSub<u64, String> = PubSub::new();
+    let value = "a value that owns a heap buffer".to_owned();
+    assert_eq!(allocations_during(|| plain.next(1, value)), 0);
+    assert!(plain.is_empty());
+
+    // With a predicate that would clean the value up.
+    let picky = PubSub::<u64, String>::builder()
+        .should_cleanup(|_, last| !last.starts_with("keep"))
+        .build();
+    let value = "drop me".to_owned();
+    assert_eq!(allocations_during(|| picky.next(1, value)), 0);
+    assert!(picky.is_empty());
+
+    // Also after the registry has held and freed keys.
+    drop(picky.listen(2, |_| {}, false));
+    let value = "drop me too".to_owned();
+    assert_eq!(allocations_during(|| picky.next(2, value)), 0);
+    assert!(picky.is_empty());
+
+    // The measurement can fail: a value worth keeping is allocated.
+    let value = "keep me".to_owned();
+    assert!(allocations_during(|| picky.next(3, value)) > 0);
+    assert!(picky.is_allocated(&3));
+}
