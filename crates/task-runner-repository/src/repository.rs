@@ -1,0 +1,784 @@
+//! [`TaskRunnerRepository`], its capability handles, and the typestate nodes.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, Weak};
+
+use futures_core::Stream;
+use keyrunner_pub_sub::PubSub;
+
+use crate::abort::AbortSignal;
+use crate::error::{RunError, SpawnError, StopError};
+use crate::observe::{StateStream, Subscription};
+use crate::run::{Driver, ErasedRun, LiveTasks, Run, RunHandle, Slot};
+use crate::shutdown::Shutdown;
+use crate::spawn::{DebugSpawn, Spawn};
+use crate::state::{Outcome, Reason, RunId, State};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::task::{IntoProgress, TaskContext};
+
+pub(crate) struct Inner<K, S, E, H> {
+    pub(crate) topics: PubSub<K, Slot<S, E>, H>,
+    spawner: Box<dyn Spawn>,
+    next_run: AtomicU64,
+    shut_down: AtomicBool,
+    pub(crate) live: Arc<LiveTasks>,
+}
+
+/// A process-wide repository of task runners, one per key: each key runs at most one task.
+///
+/// See the [crate docs](crate) for the guarantees. Cloning gives another handle to the same
+/// repository; [`observer`](Self::observer) and [`controller`](Self::controller) split its
+/// capabilities.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use futures::stream;
+/// use keyrunner_task_runner_repository::{BoxFuture, Outcome, StateNode, TaskRunnerRepository};
+///
+/// let agents: TaskRunnerRepository<String, String> =
+///     TaskRunnerRepository::new(|future: BoxFuture| {
+///         std::thread::spawn(move || futures::executor::block_on(future));
+///     });
+///
+/// let handle = match agents.state_node("chat-1".to_string()) {
+///     StateNode::Idle(idle) => idle
+///         .run(|_cx| stream::iter(["Hel", "lo"].map(String::from)))
+///         .expect("nobody else runs chat-1"),
+///     StateNode::Running(_) => unreachable!("a fresh key is idle"),
+/// };
+/// assert_eq!(handle.await, Outcome::Completed);
+/// # });
+/// ```
+pub struct TaskRunnerRepository<K, S, E = std::convert::Infallible, H = RandomState> {
+    inner: Arc<Inner<K, S, E, H>>,
+}
+
+/// The read-only capability of a repository: read states, listen, stream. It can never run or
+/// stop a task.
+///
+/// ```compile_fail
+/// # use keyrunner_task_runner_repository::{BoxFuture, TaskRunnerRepository};
+/// let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
+/// let observer = repository.observer();
+/// observer.state_node(1); // an observer cannot act
+/// ```
+pub struct Observer<K, S, E = std::convert::Infallible, H = RandomState> {
+    inner: Arc<Inner<K, S, E, H>>,
+}
+
+/// The control capability of a repository: check a key's node, run and stop tasks, shut down.
+pub struct Controller<K, S, E = std::convert::Infallible, H = RandomState> {
+    inner: Arc<Inner<K, S, E, H>>,
+}
+
+/// What to do when [`run_with`](TaskRunnerRepository::run_with) finds the key running.
+///
+/// Named after the workflow-id conflict policies of durable-execution engines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Conflict {
+    /// Refuse with [`RunError::Busy`], handing the task back (the same as a lost `run`).
+    #[default]
+    Reject,
+    /// Hand back a handle to the run already going on; the new task is dropped unused.
+    UseExisting,
+    /// Stop the running task with [`Reason::superseded`], then run the new one.
+    Replace,
+}
+
+/// A key's state at one instant, as a capability to act: run an idle key, stop a running one.
+///
+/// ```compile_fail
+/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
+/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
+/// if let StateNode::Idle(idle) = repository.state_node(1) {
+///     idle.stop(None); // there is nothing to stop on an idle node
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
+/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
+/// if let StateNode::Running(running) = repository.state_node(1) {
+///     running.run(|_| futures::stream::empty()); // a running key cannot start another task
+/// }
+/// ```
+#[derive(Debug)]
+pub enum StateNode<K, S, E = std::convert::Infallible, H = RandomState> {
+    /// The key was idle.
+    Idle(IdleNode<K, S, E, H>),
+    /// The key was running.
+    Running(RunningNode<K, S, E, H>),
+}
+
+/// A key seen idle: [`run`](Self::run) starts a task if it still is.
+///
+/// `run` consumes the node, so a node acts at most once:
+///
+/// ```compile_fail
+/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
+/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
+/// if let StateNode::Idle(idle) = repository.state_node(1) {
+///     let _first = idle.run(|_| futures::stream::empty());
+///     let _second = idle.run(|_| futures::stream::empty()); // use of moved value
+/// }
+/// ```
+pub struct IdleNode<K, S, E = std::convert::Infallible, H = RandomState> {
+    inner: Arc<Inner<K, S, E, H>>,
+    key: K,
+    last: Option<Outcome<E>>,
+}
+
+/// A key seen running one particular run: [`stop`](Self::stop) stops that run, never a later one.
+///
+/// ```compile_fail
+/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
+/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
+/// if let StateNode::Running(running) = repository.state_node(1) {
+///     let _ = running.stop(None);
+///     let _ = running.stop(None); // use of moved value
+/// }
+/// ```
+pub struct RunningNode<K, S, E = std::convert::Infallible, H = RandomState> {
+    inner: Arc<Inner<K, S, E, H>>,
+    key: K,
+    run: Arc<dyn ErasedRun<E>>,
+}
+
+impl<K, S, E> TaskRunnerRepository<K, S, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// A repository that drives every run through `spawner`.
+    pub fn new(spawner: impl Spawn) -> Self {
+        Self::with_hasher(spawner, RandomState::new())
+    }
+}
+
+impl<K, S, E, H> TaskRunnerRepository<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Clone + Send + Sync + 'static,
+{
+    /// A repository that hashes keys with `hasher`.
+    pub fn with_hasher(spawner: impl Spawn, hasher: H) -> Self {
+        let topics = PubSub::builder()
+            .initial_value(|_: &K| Some(Slot::idle(None)))
+            // An idle key nobody holds is forgotten; a running key is held by its driver anyway.
+            .should_cleanup(|_: &K, slot: &Slot<S, E>| slot.state.is_idle())
+            .hasher(hasher)
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                topics,
+                spawner: Box::new(spawner),
+                next_run: AtomicU64::new(1),
+                shut_down: AtomicBool::new(false),
+                live: Arc::new(LiveTasks::default()),
+            }),
+        }
+    }
+}
+
+impl<K, S, E, H> TaskRunnerRepository<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    /// The read-only capability: states, listeners, streams.
+    #[must_use]
+    pub fn observer(&self) -> Observer<K, S, E, H> {
+        Observer {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// The control capability: nodes, runs, stops, shutdown.
+    #[must_use]
+    pub fn controller(&self) -> Controller<K, S, E, H> {
+        Controller {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+macro_rules! observer_methods {
+    () => {
+        /// A snapshot of `key`'s state (an unknown key is idle with no last outcome).
+        #[must_use]
+        pub fn state(&self, key: &K) -> State<S, E>
+        where
+            S: Clone,
+        {
+            self.inner.state(key)
+        }
+
+        /// Whether `key` runs a task now.
+        #[must_use]
+        pub fn is_running(&self, key: &K) -> bool {
+            self.inner.is_running(key)
+        }
+
+        /// Calls `listener` with every state `key` takes from now on, in order; with
+        /// `immediate`, first with its current state.
+        ///
+        /// The listener runs on the thread that made the transition, with no lock held: it may
+        /// call back into the repository (read, listen, run, stop) without deadlock. Holding the
+        /// subscription keeps the key's last outcome remembered.
+        pub fn listen<F>(&self, key: K, listener: F, immediate: bool) -> Subscription<K, S, E, H>
+        where
+            F: Fn(&State<S, E>) + Send + Sync + 'static,
+        {
+            self.inner.listen(key, listener, immediate)
+        }
+
+        /// A stream of `key`'s states: its current state first, then every transition in
+        /// order (see [`StateStream`] for how a slow consumer is treated).
+        pub fn stream(&self, key: K) -> StateStream<S, E>
+        where
+            S: Clone,
+        {
+            StateStream::new(&self.inner, key)
+        }
+
+        /// The keys running a task now.
+        #[must_use]
+        pub fn running_keys(&self) -> Vec<K> {
+            self.inner.running_keys()
+        }
+
+        /// How many keys the repository remembers now: running, listened to, or held by a
+        /// handle.
+        #[must_use]
+        pub fn len(&self) -> usize {
+            self.inner.topics.len()
+        }
+
+        /// Whether the repository remembers no key at all.
+        #[must_use]
+        pub fn is_empty(&self) -> bool {
+            self.inner.topics.is_empty()
+        }
+
+        /// How many task streams are alive now (stopped runs count until their stream is
+        /// dropped).
+        #[must_use]
+        pub fn live_tasks(&self) -> usize {
+            self.inner.live.get()
+        }
+
+        /// Returns spare memory of the key table to the allocator.
+        pub fn shrink_to_fit(&self) {
+            self.inner.topics.shrink_to_fit();
+        }
+    };
+}
+
+macro_rules! controller_methods {
+    () => {
+        /// `key`'s state at this instant, as a node that can act: run if idle, stop if running.
+        #[must_use]
+        pub fn state_node(&self, key: K) -> StateNode<K, S, E, H> {
+            self.inner.state_node(key)
+        }
+
+        /// Runs `task` on `key` if it is idle; otherwise refuses with [`RunError::Busy`].
+        ///
+        /// The same as [`run_with`](Self::run_with) and [`Conflict::Reject`].
+        pub fn run<F, St, M>(&self, key: K, task: F) -> Result<RunHandle<E>, RunError<F>>
+        where
+            F: FnOnce(TaskContext<K>) -> St + Send + 'static,
+            St: Stream + Send + 'static,
+            St::Item: IntoProgress<S, E, M>,
+            M: 'static,
+        {
+            self.run_with(key, Conflict::Reject, task)
+        }
+
+        /// Runs `task` on `key`, resolving a running key by `conflict`.
+        pub fn run_with<F, St, M>(
+            &self,
+            key: K,
+            conflict: Conflict,
+            mut task: F,
+        ) -> Result<RunHandle<E>, RunError<F>>
+        where
+            F: FnOnce(TaskContext<K>) -> St + Send + 'static,
+            St: Stream + Send + 'static,
+            St::Item: IntoProgress<S, E, M>,
+            M: 'static,
+        {
+            loop {
+                match (self.inner.state_node(key.clone()), conflict) {
+                    (StateNode::Idle(idle), _) => match idle.run(task) {
+                        // Lost a race to another run: look again.
+                        Err(RunError::Busy { task: back, .. }) if conflict != Conflict::Reject => {
+                            task = back;
+                        }
+                        result => return result,
+                    },
+                    (StateNode::Running(running), Conflict::Reject) => {
+                        return Err(RunError::Busy {
+                            task,
+                            running: running.run_id(),
+                        });
+                    }
+                    (StateNode::Running(running), Conflict::UseExisting) => {
+                        return Ok(running.handle());
+                    }
+                    (StateNode::Running(running), Conflict::Replace) => {
+                        // A stale node means the run ended meanwhile: look again either way.
+                        let _ = running.stop(Reason::superseded());
+                    }
+                }
+            }
+        }
+
+        /// Stops every running task with `reason` and refuses runs from now on; the returned
+        /// future resolves once every task stream has been dropped.
+        pub fn shutdown(&self, reason: impl Into<Option<Reason>>) -> Shutdown {
+            self.inner.shutdown(reason.into())
+        }
+
+        /// Whether [`shutdown`](Self::shutdown) has been called.
+        #[must_use]
+        pub fn is_shut_down(&self) -> bool {
+            self.inner.shut_down.load(Ordering::SeqCst)
+        }
+    };
+}
+
+impl<K, S, E, H> TaskRunnerRepository<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    observer_methods!();
+    controller_methods!();
+}
+
+impl<K, S, E, H> Observer<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    observer_methods!();
+}
+
+impl<K, S, E, H> Controller<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    controller_methods!();
+}
+
+impl<K, S, E, H> Inner<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    fn state(&self, key: &K) -> State<S, E>
+    where
+        S: Clone,
+    {
+        self.topics
+            .last(key)
+            .map_or_else(State::default, |slot| slot.state.clone())
+    }
+
+    fn is_running(&self, key: &K) -> bool {
+        self.topics
+            .last(key)
+            .is_some_and(|slot| slot.state.is_running())
+    }
+
+    pub(crate) fn listen<F>(&self, key: K, listener: F, immediate: bool) -> Subscription<K, S, E, H>
+    where
+        F: Fn(&State<S, E>) + Send + Sync + 'static,
+    {
+        Subscription::new(self.topics.listen(
+            key,
+            move |slot: &Slot<S, E>| listener(&slot.state),
+            immediate,
+        ))
+    }
+
+    fn running_keys(&self) -> Vec<K> {
+        self.topics
+            .entries()
+            .into_iter()
+            .filter(|(_, slot)| slot.as_ref().is_some_and(|slot| slot.state.is_running()))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    fn state_node(self: &Arc<Self>, key: K) -> StateNode<K, S, E, H> {
+        let slot = self.topics.last(&key);
+        match slot.as_deref() {
+            Some(Slot {
+                run: Some(run),
+                state: State::Running { .. },
+            }) => StateNode::Running(RunningNode {
+                inner: Arc::clone(self),
+                key,
+                run: Arc::clone(run),
+            }),
+            other => StateNode::Idle(IdleNode {
+                inner: Arc::clone(self),
+                key,
+                last: other.and_then(|slot| slot.state.last_outcome().cloned()),
+            }),
+        }
+    }
+
+    /// The one way a run starts: a compare-and-set from idle to running on the key's subject.
+    fn start<F, St, M>(
+        self: &Arc<Self>,
+        key: K,
+        task: F,
+        link: Option<&AbortSignal>,
+    ) -> Result<RunHandle<E>, RunError<F>>
+    where
+        F: FnOnce(TaskContext<K>) -> St + Send + 'static,
+        St: Stream + Send + 'static,
+        St::Item: IntoProgress<S, E, M>,
+        M: 'static,
+    {
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(RunError::ShutDown { task });
+        }
+        let topic = self.topics.subject(key.clone());
+        let id = RunId(self.next_run.fetch_add(1, Ordering::Relaxed));
+        let run = Arc::new(Run::new(id, topic));
+        let erased: Arc<dyn ErasedRun<E>> = run.clone();
+        let mut busy = None;
+        let mut previous = None;
+        let started = run.topic.update(|slot| {
+            if let Some(running) = slot.and_then(Slot::running_id) {
+                busy = Some(running);
+                return None;
+            }
+            previous = slot.and_then(|slot| slot.state.last_outcome().cloned());
+            Some(Slot {
+                state: State::Running {
+                    run: id,
+                    progress: None,
+                },
+                run: Some(erased),
+            })
+        });
+        if !started {
+            let running = busy.unwrap_or(id);
+            return Err(RunError::Busy { task, running });
+        }
+        // Pairs with `shutdown`: it sets the flag, then looks for running keys. Either it sees
+        // this run, or this load sees the flag.
+        if self.shut_down.load(Ordering::SeqCst) {
+            run.topic
+                .update(|slot| (slot?.running_id() == Some(id)).then(|| Slot::idle(previous)));
+            return Err(RunError::ShutDown { task });
+        }
+        self.live.enter();
+        let link = link.map(|signal| {
+            let repository = Arc::downgrade(self);
+            let key = key.clone();
+            signal.on_abort(move |reason| stop_linked(&repository, &key, id, reason))
+        });
+        let driver: Driver<K, S, E, H, F, St, M> =
+            Driver::new(Arc::clone(&run), task, Arc::clone(&self.live), link);
+        self.spawner.spawn(Box::pin(driver));
+        if run.core.was_refused() {
+            return Err(RunError::Spawn(SpawnError { run: id }));
+        }
+        Ok(RunHandle::new(run))
+    }
+
+    /// The one way a run is stopped: a compare-and-set from "running `id`" to idle, then the
+    /// run's signal fires.
+    fn stop_run(
+        &self,
+        key: &K,
+        id: RunId,
+        reason: Option<Reason>,
+    ) -> Result<Arc<dyn ErasedRun<E>>, StopError> {
+        let stale = StopError { run: id };
+        let topic = self.topics.topic_if_allocated(key).ok_or(stale.clone())?;
+        let mut stopped = None;
+        topic.update(|slot| {
+            let slot = slot?;
+            if slot.running_id() != Some(id) {
+                return None;
+            }
+            let run = slot.run.clone()?;
+            let outcome = Outcome::Stopped {
+                reason: reason.clone(),
+            };
+            run.core().set_outcome(outcome.clone());
+            stopped = Some(run);
+            Some(Slot::idle(Some(outcome)))
+        });
+        let run = stopped.ok_or(stale)?;
+        run.core().abort.abort(reason);
+        Ok(run)
+    }
+
+    fn shutdown(&self, reason: Option<Reason>) -> Shutdown {
+        self.shut_down.store(true, Ordering::SeqCst);
+        for (key, slot) in self.topics.entries() {
+            if let Some(id) = slot.as_deref().and_then(Slot::running_id) {
+                // Stale is fine: the run ended by itself meanwhile.
+                let _ = self.stop_run(&key, id, reason.clone());
+            }
+        }
+        Shutdown::new(Arc::clone(&self.live))
+    }
+}
+
+fn stop_linked<K, S, E, H>(
+    repository: &Weak<Inner<K, S, E, H>>,
+    key: &K,
+    id: RunId,
+    reason: Option<&Reason>,
+) where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    if let Some(inner) = repository.upgrade() {
+        // Stale is fine: the run ended before the linked signal fired.
+        let _ = inner.stop_run(key, id, reason.cloned());
+    }
+}
+
+impl<K, S, E, H> IdleNode<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    /// Starts `task` if the key is still idle at this instant.
+    ///
+    /// Of two racing runs on one key exactly one succeeds; the other gets [`RunError::Busy`]
+    /// with its task back. The task is called on the executor with a [`TaskContext`]; its
+    /// stream may yield plain progress `S` or `Result<S, E>`.
+    pub fn run<F, St, M>(self, task: F) -> Result<RunHandle<E>, RunError<F>>
+    where
+        F: FnOnce(TaskContext<K>) -> St + Send + 'static,
+        St: Stream + Send + 'static,
+        St::Item: IntoProgress<S, E, M>,
+        M: 'static,
+    {
+        self.inner.start(self.key, task, None)
+    }
+
+    /// Like [`run`](Self::run), and the run is also stopped (with the signal's reason) when
+    /// `signal` fires — one controller can stop many runs. The link is one-way: the run's own
+    /// end never fires `signal`, and it is removed from `signal` when the run ends.
+    pub fn run_linked<F, St, M>(
+        self,
+        task: F,
+        signal: &AbortSignal,
+    ) -> Result<RunHandle<E>, RunError<F>>
+    where
+        F: FnOnce(TaskContext<K>) -> St + Send + 'static,
+        St: Stream + Send + 'static,
+        St::Item: IntoProgress<S, E, M>,
+        M: 'static,
+    {
+        self.inner.start(self.key, task, Some(signal))
+    }
+}
+
+impl<K, S, E, H> IdleNode<K, S, E, H> {
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// How the key's last run ended, when the node was taken (if remembered).
+    #[must_use]
+    pub fn last_outcome(&self) -> Option<&Outcome<E>> {
+        self.last.as_ref()
+    }
+}
+
+impl<K, S, E, H> RunningNode<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    /// Stops the run this node saw: the key is idle at once, the run's signal fires (once), and
+    /// the task's stream is dropped promptly on its executor. To wait for that drop, take a
+    /// [`handle`](Self::handle) first and await it.
+    ///
+    /// If that run has already ended — even if a later run now holds the key — nothing changes
+    /// and [`StopError`] is returned.
+    pub fn stop(self, reason: impl Into<Option<Reason>>) -> Result<(), StopError> {
+        let id = self.run_id();
+        self.inner.stop_run(&self.key, id, reason.into()).map(drop)
+    }
+}
+
+impl<K, S, E, H> RunningNode<K, S, E, H> {
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// The run this node saw.
+    #[must_use]
+    pub fn run_id(&self) -> RunId {
+        self.run.core().id
+    }
+
+    /// A handle to the run this node saw.
+    pub fn handle(&self) -> RunHandle<E> {
+        RunHandle::new(Arc::clone(&self.run))
+    }
+
+    /// The signal of the run this node saw.
+    #[must_use]
+    pub fn abort_signal(&self) -> AbortSignal {
+        self.run.core().abort.signal()
+    }
+}
+
+impl<K, S, E, H> StateNode<K, S, E, H> {
+    /// The key.
+    #[must_use]
+    pub fn key(&self) -> &K {
+        match self {
+            Self::Idle(node) => node.key(),
+            Self::Running(node) => node.key(),
+        }
+    }
+
+    /// Whether the key was idle.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        matches!(self, Self::Idle(_))
+    }
+
+    /// Whether the key was running.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        matches!(self, Self::Running(_))
+    }
+}
+
+impl<K, S, E, H> Clone for TaskRunnerRepository<K, S, E, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, S, E, H> Clone for Observer<K, S, E, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, S, E, H> Clone for Controller<K, S, E, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, S, E, H> fmt::Debug for Inner<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskRunnerRepository")
+            .field("keys", &self.topics.len())
+            .field("live_tasks", &self.live.get())
+            .field("shut_down", &self.shut_down.load(Ordering::Relaxed))
+            .field("spawner", &DebugSpawn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, S, E, H> fmt::Debug for TaskRunnerRepository<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl<K, S, E, H> fmt::Debug for Observer<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Observer").field(&self.inner).finish()
+    }
+}
+
+impl<K, S, E, H> fmt::Debug for Controller<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Controller").field(&self.inner).finish()
+    }
+}
+
+impl<K: fmt::Debug, S, E: fmt::Debug, H> fmt::Debug for IdleNode<K, S, E, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdleNode")
+            .field("key", &self.key)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: fmt::Debug, S, E, H> fmt::Debug for RunningNode<K, S, E, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("key", &self.key)
+            .field("run", &self.run.core().id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,507 @@
+//! One run: its shared record ([`RunCore`]), the future that drives its stream ([`Driver`]) and
+//! the handle that awaits its outcome ([`RunHandle`]).
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use event_listener::{Event, EventListener};
+use futures_core::Stream;
+use keyrunner_pub_sub::Topic;
+use pin_project_lite::pin_project;
+
+use crate::abort::{AbortCallback, AbortController, AbortSignal};
+use crate::state::{Outcome, RunId, State};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use crate::task::{IntoProgress, TaskContext};
+
+/// Items a driver takes from an always-ready stream before it yields to its executor.
+const YIELD_BUDGET: u32 = 64;
+
+/// What a key's subject holds: the public state plus, while running, the run itself.
+pub(crate) struct Slot<S, E> {
+    pub(crate) state: State<S, E>,
+    pub(crate) run: Option<Arc<dyn ErasedRun<E>>>,
+}
+
+impl<S, E> Slot<S, E> {
+    pub(crate) fn idle(last: Option<Outcome<E>>) -> Self {
+        Self {
+            state: State::Idle { last },
+            run: None,
+        }
+    }
+
+    pub(crate) fn running_id(&self) -> Option<RunId> {
+        self.state.run_id()
+    }
+}
+
+impl<S: Clone, E> Clone for Slot<S, E> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            run: self.run.clone(),
+        }
+    }
+}
+
+/// The part of a run every party shares, whatever the repository's key and hasher types.
+pub(crate) struct RunCore<E> {
+    pub(crate) id: RunId,
+    pub(crate) abort: AbortController,
+    /// Written once, by whoever wins the transition that ends the run, inside that transition.
+    outcome: Mutex<Option<Outcome<E>>>,
+    /// Set once the stream has been dropped; what handles wait for.
+    finished: AtomicBool,
+    /// Set when the executor dropped the driver without polling it.
+    refused: AtomicBool,
+    done: Event,
+}
+
+impl<E> RunCore<E> {
+    fn new(id: RunId) -> Self {
+        Self {
+            id,
+            abort: AbortController::new(),
+            outcome: Mutex::new(None),
+            finished: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
+            done: Event::new(),
+        }
+    }
+
+    pub(crate) fn set_outcome(&self, outcome: Outcome<E>) {
+        *lock(&self.outcome) = Some(outcome);
+    }
+
+    pub(crate) fn was_refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.done.notify(usize::MAX);
+    }
+}
+
+/// A run with its key's types erased, so handles are `RunHandle<E>` only.
+pub(crate) trait ErasedRun<E>: Send + Sync {
+    fn core(&self) -> &RunCore<E>;
+}
+
+/// A run: its core plus a lease on its key, so the key (and so the run's outcome) stays
+/// remembered while the driver or any handle lives.
+pub(crate) struct Run<K, S, E, H> {
+    /// Shared apart from the lease, so the driver can let go of the key before it reports.
+    pub(crate) core: Arc<RunCore<E>>,
+    pub(crate) topic: Topic<K, Slot<S, E>, H>,
+}
+
+impl<K, S, E, H> ErasedRun<E> for Run<K, S, E, H>
+where
+    Self: Send + Sync,
+{
+    fn core(&self) -> &RunCore<E> {
+        &self.core
+    }
+}
+
+impl<K, S, E, H> Run<K, S, E, H>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    pub(crate) fn new(id: RunId, topic: Topic<K, Slot<S, E>, H>) -> Self {
+        Self {
+            core: Arc::new(RunCore::new(id)),
+            topic,
+        }
+    }
+
+    /// Publishes `progress` if this run still owns the key.
+    fn publish(&self, progress: S) -> bool {
+        let id = self.core.id;
+        self.topic.update(|slot| {
+            let slot = slot?;
+            (slot.running_id() == Some(id)).then(|| Slot {
+                state: State::Running {
+                    run: id,
+                    progress: Some(progress),
+                },
+                run: slot.run.clone(),
+            })
+        })
+    }
+
+    /// Ends the run with `outcome` if it still owns the key; the outcome is recorded inside the
+    /// same transition, so handle, state and listeners agree.
+    pub(crate) fn conclude(&self, outcome: Outcome<E>) -> bool {
+        let id = self.core.id;
+        self.topic.update(|slot| {
+            let slot = slot?;
+            if slot.running_id() != Some(id) {
+                return None;
+            }
+            self.core.set_outcome(outcome.clone());
+            Some(Slot::idle(Some(outcome)))
+        })
+    }
+}
+
+/// Counts the drivers alive, so shutdown can wait for every stream to be dropped.
+#[derive(Debug, Default)]
+pub(crate) struct LiveTasks {
+    count: AtomicUsize,
+    quiet: Event,
+}
+
+impl LiveTasks {
+    pub(crate) fn get(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn enter(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn exit(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.quiet.notify(usize::MAX);
+        }
+    }
+
+    pub(crate) fn listen(&self) -> EventListener {
+        self.quiet.listen()
+    }
+}
+
+pin_project! {
+    /// The future a spawner runs for one run: polls the task's stream, publishes its items,
+    /// records how it ended, and drops the stream as soon as the run is stopped.
+    pub(crate) struct Driver<K, S, E, H, F, St, M>
+    where
+        K: Eq,
+        K: Hash,
+        K: Clone,
+        K: Send,
+        K: Sync,
+        K: 'static,
+        S: Send,
+        S: Sync,
+        S: 'static,
+        E: Send,
+        E: Sync,
+        E: 'static,
+        H: BuildHasher,
+        H: Send,
+        H: Sync,
+        H: 'static,
+    {
+        #[pin]
+        stream: Option<St>,
+        task: Option<F>,
+        run: Option<Arc<Run<K, S, E, H>>>,
+        live: Arc<LiveTasks>,
+        abort: Option<EventListener>,
+        link: Option<AbortCallback>,
+        started: bool,
+        concluded: bool,
+        marker: PhantomData<fn() -> M>,
+    }
+
+    impl<K, S, E, H, F, St, M> PinnedDrop for Driver<K, S, E, H, F, St, M>
+    where
+        K: Eq,
+        K: Hash,
+        K: Clone,
+        K: Send,
+        K: Sync,
+        K: 'static,
+        S: Send,
+        S: Sync,
+        S: 'static,
+        E: Send,
+        E: Sync,
+        E: 'static,
+        H: BuildHasher,
+        H: Send,
+        H: Sync,
+        H: 'static,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let Some(run) = this.run.take() else {
+                return;
+            };
+            if !*this.concluded {
+                // The executor dropped the run before it ended.
+                if !*this.started {
+                    run.core.refused.store(true, Ordering::Release);
+                }
+                // Stale-safe: does nothing if the run no longer owns the key.
+                run.conclude(Outcome::Lost);
+            }
+            finish(this.stream, this.task, run, this.link, this.live);
+        }
+    }
+}
+
+/// Drops the stream (on the executor, where it was polled), lets go of the key, leaves the live
+/// count, then tells the handles.
+fn finish<K, S, E, H, F, St>(
+    mut stream: Pin<&mut Option<St>>,
+    task: &mut Option<F>,
+    run: Arc<Run<K, S, E, H>>,
+    link: &mut Option<AbortCallback>,
+    live: &Arc<LiveTasks>,
+) {
+    // A panicking destructor must not keep the handles waiting forever.
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| stream.set(None)));
+    drop(link.take());
+    // Release the driver's lease first, so once shutdown resolves no driver holds a key, and
+    // leave the live count before waking handles, so a resolved handle is no longer counted.
+    let core = Arc::clone(&run.core);
+    drop(run);
+    live.exit();
+    core.finish();
+}
+
+impl<K, S, E, H, F, St, M> Driver<K, S, E, H, F, St, M>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    pub(crate) fn new(
+        run: Arc<Run<K, S, E, H>>,
+        task: F,
+        live: Arc<LiveTasks>,
+        link: Option<AbortCallback>,
+    ) -> Self {
+        Self {
+            stream: None,
+            task: Some(task),
+            run: Some(run),
+            live,
+            abort: None,
+            link,
+            started: false,
+            concluded: false,
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<K, S, E, H, F, St, M> Future for Driver<K, S, E, H, F, St, M>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
+    F: FnOnce(TaskContext<K>) -> St,
+    St: Stream,
+    St::Item: IntoProgress<S, E, M>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        *this.started = true;
+        let Some(run) = this.run.as_ref() else {
+            return Poll::Ready(());
+        };
+        let mut budget = YIELD_BUDGET;
+        let outcome = loop {
+            // A stopper records the outcome before it fires the signal: nothing to record here.
+            if run.core.abort.is_aborted() {
+                break None;
+            }
+            match this.abort.as_mut() {
+                // Listen first, then re-check the flag, so an abort in between is not missed.
+                None => {
+                    *this.abort = Some(run.core.abort.signal().listen());
+                    continue;
+                }
+                Some(listener) => {
+                    if Pin::new(listener).poll(cx).is_ready() {
+                        *this.abort = None;
+                        continue;
+                    }
+                }
+            }
+            if let Some(task) = this.task.take() {
+                let context = TaskContext::new(run.topic.key().clone(), run.core.abort.signal());
+                match panic::catch_unwind(AssertUnwindSafe(|| task(context))) {
+                    Ok(stream) => this.stream.set(Some(stream)),
+                    Err(payload) => break Some(panicked(payload)),
+                }
+            }
+            let Some(stream) = this.stream.as_mut().as_pin_mut() else {
+                // Unreachable: the stream is set right above and only cleared in `finish`.
+                break Some(Outcome::Lost);
+            };
+            match panic::catch_unwind(AssertUnwindSafe(|| stream.poll_next(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Some(item))) => match item.into_progress() {
+                    Ok(progress) => {
+                        if !run.publish(progress) {
+                            // Stopped or superseded: the item is discarded.
+                            break None;
+                        }
+                        budget -= 1;
+                        if budget == 0 {
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
+                    Err(error) => break Some(Outcome::Failed(Arc::new(error))),
+                },
+                Ok(Poll::Ready(None)) => break Some(Outcome::Completed),
+                Err(payload) => break Some(panicked(payload)),
+            }
+        };
+        if let Some(outcome) = outcome {
+            // Stale-safe: a stop that won the race has recorded its own outcome.
+            run.conclude(outcome);
+        }
+        *this.concluded = true;
+        if let Some(run) = this.run.take() {
+            finish(this.stream, this.task, run, this.link, this.live);
+        }
+        Poll::Ready(())
+    }
+}
+
+fn panicked<E>(payload: Box<dyn Any + Send>) -> Outcome<E> {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| Arc::from(*text))
+        .or_else(|| {
+            payload
+                .downcast_ref::<String>()
+                .map(|text| Arc::from(text.as_str()))
+        });
+    Outcome::Panicked { message }
+}
+
+/// Awaits the outcome of one run; resolves once the run's stream has been dropped.
+///
+/// Cloning gives another handle to the same run, so several parties can await it. Holding a
+/// handle keeps the key's last outcome remembered (see the crate docs, "Memory").
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use futures::stream;
+/// use keyrunner_task_runner_repository::{BoxFuture, Outcome, TaskRunnerRepository};
+///
+/// let repository: TaskRunnerRepository<&str, u32> =
+///     TaskRunnerRepository::new(|future: BoxFuture| {
+///         std::thread::spawn(move || futures::executor::block_on(future));
+///     });
+/// let handle = repository.run("job", |_| stream::iter([1, 2, 3])).unwrap();
+/// let other = handle.clone();
+/// assert_eq!(handle.await, Outcome::Completed);
+/// assert_eq!(other.await, Outcome::Completed);
+/// # });
+/// ```
+#[must_use = "dropping a RunHandle detaches it: the run goes on"]
+pub struct RunHandle<E> {
+    run: Arc<dyn ErasedRun<E>>,
+    listener: Option<EventListener>,
+}
+
+impl<E> RunHandle<E> {
+    pub(crate) fn new(run: Arc<dyn ErasedRun<E>>) -> Self {
+        Self {
+            run,
+            listener: None,
+        }
+    }
+
+    /// The run this handle awaits.
+    #[must_use]
+    pub fn run_id(&self) -> RunId {
+        self.run.core().id
+    }
+
+    /// The run's abort signal (fired when the run is asked to stop).
+    #[must_use]
+    pub fn abort_signal(&self) -> AbortSignal {
+        self.run.core().abort.signal()
+    }
+
+    /// Whether the run has ended and its stream has been dropped.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.run.core().finished.load(Ordering::Acquire)
+    }
+
+    /// The run's outcome, once it is finished.
+    #[must_use]
+    pub fn outcome(&self) -> Option<Outcome<E>> {
+        if !self.is_finished() {
+            return None;
+        }
+        // Every path that finishes a run records an outcome first; `Lost` is a safe default
+        // should a driver ever be torn down in a way that skipped it.
+        Some(
+            lock(&self.run.core().outcome)
+                .clone()
+                .unwrap_or(Outcome::Lost),
+        )
+    }
+
+    /// Lets the run go on without this handle (the same as dropping it).
+    pub fn detach(self) {}
+}
+
+impl<E> Clone for RunHandle<E> {
+    fn clone(&self) -> Self {
+        Self::new(Arc::clone(&self.run))
+    }
+}
+
+impl<E> Future for RunHandle<E> {
+    type Output = Outcome<E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<E>> {
+        loop {
+            if let Some(outcome) = self.outcome() {
+                self.listener = None;
+                return Poll::Ready(outcome);
+            }
+            match self.listener.as_mut() {
+                None => {
+                    let listener = self.run.core().done.listen();
+                    self.listener = Some(listener);
+                }
+                Some(listener) => match Pin::new(listener).poll(cx) {
+                    Poll::Ready(()) => self.listener = None,
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    }
+}
+
+impl<E> Unpin for RunHandle<E> {}
+
+impl<E> fmt::Debug for RunHandle<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunHandle")
+            .field("run", &self.run_id())
+            .field("finished", &self.is_finished())
+            .finish_non_exhaustive()
+    }
+}
