@@ -1,0 +1,122 @@
+//! A process-wide repository of per-key task runners: at most one streaming task per key, its
+//! state observable live, and "run" and "stop" checked by the type system.
+//!
+//! keyrunner is for services that run long, streaming jobs per key — an AI agent streaming a
+//! reply per conversation, a sync job per account, a build per branch. One
+//! [`TaskRunnerRepository`] is created once and holds one runner per key. A runner runs **at most
+//! one task at a time**: a task is a function of a [`TaskContext`] returning a
+//! [`Stream`](https://docs.rs/futures-core/latest/futures_core/stream/trait.Stream.html) of
+//! progress, driven on the executor you hand the repository.
+//! Anyone can read a key's [`State`] and listen to its transitions; only an [`IdleNode`] can
+//! [`run`](IdleNode::run) and only a [`RunningNode`] can [`stop`](RunningNode::stop), so the
+//! compiler enforces "check before you act". Every run ends with exactly one [`Outcome`]:
+//! completed, stopped (with your reason), failed (with the task's error), panicked, or lost.
+//!
+//! This crate only re-exports the layers below it and adds ready spawners for tokio and smol;
+//! the guarantees are documented in [`task_runner_repository`].
+//!
+//! # Examples
+//!
+//! The singleton pattern: one `static` repository for the whole process. Here every run is
+//! driven on a thread of its own — any `Fn(BoxFuture)` closure is a [`Spawn`]; the
+//! [features](#features) bring spawners for real executors.
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use std::sync::LazyLock;
+//!
+//! use futures::stream;
+//! use keyrunner::{BoxFuture, Outcome, Reason, State, StateNode, TaskRunnerRepository};
+//!
+//! /// One streaming agent per conversation; progress is the reply so far.
+//! static AGENTS: LazyLock<TaskRunnerRepository<String, String>> = LazyLock::new(|| {
+//!     TaskRunnerRepository::new(|future: BoxFuture| {
+//!         std::thread::spawn(move || futures::executor::block_on(future));
+//!     })
+//! });
+//!
+//! // Start a reply for "alice" if she has none going on.
+//! let alice = "alice".to_string();
+//! let reply = match AGENTS.state_node(alice.clone()) {
+//!     StateNode::Idle(idle) => idle
+//!         .run(|_cx| stream::iter(["Hel", "Hello", "Hello!"].map(String::from)))
+//!         .expect("alice was idle a moment ago and nobody else runs her"),
+//!     StateNode::Running(running) => running.handle(),
+//! };
+//! let keep = reply.clone(); // a handle keeps alice's last outcome remembered
+//! assert_eq!(reply.await, Outcome::Completed);
+//! assert_eq!(AGENTS.state(&alice), State::Idle { last: Some(Outcome::Completed) });
+//!
+//! // A reply that never ends by itself, stopped by somebody else with a reason.
+//! let bob = "bob".to_string();
+//! let reply = AGENTS.run(bob.clone(), |_cx| stream::pending::<String>()).unwrap();
+//! if let StateNode::Running(running) = AGENTS.state_node(bob.clone()) {
+//!     running.stop(Reason::from("user interrupted")).expect("it is still that run");
+//! }
+//! assert_eq!(
+//!     reply.await,
+//!     Outcome::Stopped { reason: Some(Reason::from("user interrupted")) },
+//! );
+//! # drop(keep);
+//! # });
+//! ```
+//!
+//! # Features
+//!
+//! No feature is on by default; the core knows no runtime.
+//!
+//! - `tokio`: `keyrunner::tokio::TokioSpawner`, which spawns runs on a tokio runtime handle. A
+//!   runtime that has shut down refuses new runs: `run` returns [`RunError::Spawn`].
+//! - `smol`: `keyrunner::smol::SmolSpawner`, which spawns runs on smol's global executor or on
+//!   an executor of your own.
+//!
+//! Without either, any `Fn(BoxFuture) + Send + Sync + 'static` closure is a spawner.
+//!
+//! # Crate map
+//!
+//! Each layer is a crate of its own, re-exported here as a module; the headline types of the
+//! top layer are also at this crate's root.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`task_runner_repository`] | the repository, its state nodes, run handles, abort signals, capabilities and shutdown |
+//! | [`pub_sub`] | keyed subjects living in a resource registry: what holds every key's state |
+//! | [`subject`] | a multicast emitter that remembers its last value, with ordered, reentrant delivery |
+//! | [`resource_registry`] | keyed, reference-counted resources with a cleanup predicate |
+//! | `tokio`, `smol` | ready spawners, behind the [features](#features) of the same name |
+//!
+//! # Memory
+//!
+//! A key that is idle, has no listener and no [`RunHandle`] is forgotten, with its last outcome:
+//! memory is bounded by the keys in use. Hold a handle, a listener or a stream to keep an
+//! outcome (see [`task_runner_repository`], "Memory").
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(inline)]
+pub use keyrunner_pub_sub as pub_sub;
+#[doc(inline)]
+pub use keyrunner_resource_registry as resource_registry;
+#[doc(inline)]
+pub use keyrunner_subject as subject;
+#[doc(inline)]
+pub use keyrunner_task_runner_repository as task_runner_repository;
+
+#[doc(no_inline)]
+pub use keyrunner_task_runner_repository::{
+    AbortController, AbortSignal, BoxFuture, Conflict, Controller, IdleNode, Observer, Outcome,
+    Reason, RunError, RunHandle, RunId, RunningNode, Shutdown, Spawn, SpawnError, State, StateNode,
+    StateStream, StopError, Subscription, TaskContext, TaskRunnerRepository,
+};
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
+
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+pub mod smol;
