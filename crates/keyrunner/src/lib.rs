@@ -120,3 +120,8 @@ pub mod tokio;
 #[cfg(feature = "smol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
+
+/// The README's example, compiled and run as a doctest so the front door stays true.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 /// Ids are unique within a repository and increase with every run, so a
 /// [`RunningNode`](crate::RunningNode) can tell "its" run from a later one on the same key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct RunId(pub(crate) u64);
 
 impl RunId {
@@ -34,6 +36,8 @@ impl fmt::Display for RunId {
 /// assert_eq!(Reason::superseded().as_str(), "superseded");
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Reason(Arc<str>);
 
 impl Reason {
@@ -80,6 +84,7 @@ impl From<String> for Reason {
 /// `Failed` holds the task's error behind an [`Arc`], so outcomes are cheap to clone and every
 /// party awaiting a [`RunHandle`](crate::RunHandle) gets the same error.
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Outcome<E> {
     /// The task's stream ended by itself.
     Completed,
@@ -198,6 +203,7 @@ pub enum LastError<'a, E> {
 /// assert_eq!(state.error(), None);
 /// ```
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum State<S, E = std::convert::Infallible> {
     /// No task runs for the key.
     Idle {
