@@ -354,10 +354,10 @@ impl<T: Send + Sync + 'static> Subject<T> {
             None => {
                 // Nothing is queued when nobody delivers: take the role and replay first.
                 state.drainer = Some(me);
-                state.queue.push_back(Job::Replay(entry, value));
+                let work = start(&mut state, Job::Replay(entry, value));
                 drop(state);
                 drop(old);
-                self.drain();
+                self.drain(work);
             }
             Some(drainer) if drainer == me => {
                 // Called from a listener: this thread delivers, and the snapshots of the values
@@ -506,11 +506,15 @@ impl<T: Send + Sync + 'static> Subject<T> {
     fn emit(&self, mut state: MutexGuard<'_, State<T>>, value: Arc<T>) {
         let previous = state.last.replace(Arc::clone(&value));
         state.version += 1;
-        state.queue.push_back(Job::Deliver(value));
-        let deliver = state.drainer.is_none();
-        if deliver {
+        // Nobody delivers, so nothing is queued: this thread takes the role and starts its
+        // value at once, under this same lock, so no replay can slip in before it.
+        let work = if state.drainer.is_none() {
             state.drainer = Some(sync::current_thread());
-        }
+            Some(start(&mut state, Job::Deliver(value)))
+        } else {
+            state.queue.push_back(Job::Deliver(value));
+            None
+        };
         drop(state);
         // Never the last reference: a recorded value stays in `current` or in the queue until a
         // later value replaces it there, so this drop runs no user code.
@@ -518,41 +522,49 @@ impl<T: Send + Sync + 'static> Subject<T> {
         if self.inner.parked_streams.load(Ordering::Acquire) > 0 {
             self.inner.changed.notify(usize::MAX);
         }
-        if deliver {
-            self.drain();
+        if let Some(work) = work {
+            self.drain(work);
         }
     }
 
-    /// The delivery role: runs queued jobs until the queue is empty, then releases the role and
-    /// resumes the first panic caught.
-    fn drain(&self) {
+    /// The delivery role, held by the caller: runs `work`, then the queued jobs until the queue
+    /// is empty, then releases the role and resumes the first panic caught.
+    fn drain(&self, mut work: Work<T>) {
         let mut first: Option<Payload> = None;
-        let mut state = self.inner.lock();
-        while let Some(job) = state.queue.pop_front() {
-            state.started += 1;
-            let work = match job {
-                Job::Deliver(value) => Work::Deliver {
-                    listeners: Arc::clone(&state.listeners),
-                    previous: state.current.replace(Arc::clone(&value)),
-                    value,
-                },
-                Job::Replay(entry, value) => Work::Replay(entry, value),
-            };
-            drop(state);
+        loop {
             if let Some(payload) = work.run() {
                 first.get_or_insert(payload);
             }
-            state = self.inner.lock();
+            let mut state = self.inner.lock();
             state.finished += 1;
             if state.waiters > 0 {
                 self.inner.job_finished.notify_all();
             }
+            match state.queue.pop_front() {
+                Some(job) => work = start(&mut state, job),
+                None => {
+                    state.drainer = None;
+                    break;
+                }
+            }
         }
-        state.drainer = None;
-        drop(state);
         if let Some(payload) = first {
             panic::resume_unwind(payload);
         }
+    }
+}
+
+/// Starts `job` for the thread holding the delivery role; runs under the lock, so the job's
+/// listener snapshot and `current` change in the same step as its place in the order.
+fn start<T>(state: &mut State<T>, job: Job<T>) -> Work<T> {
+    state.started += 1;
+    match job {
+        Job::Deliver(value) => Work::Deliver {
+            listeners: Arc::clone(&state.listeners),
+            previous: state.current.replace(Arc::clone(&value)),
+            value,
+        },
+        Job::Replay(entry, value) => Work::Replay(entry, value),
     }
 }
 

@@ -534,7 +534,7 @@ where
             Some(Slot::idle(Some(outcome)))
         });
         let run = stopped.ok_or(stale)?;
-        run.core().abort.abort(reason);
+        run.core().abort(reason);
         Ok(run)
     }
 

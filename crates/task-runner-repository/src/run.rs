@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use event_listener::{Event, EventListener};
 use futures_core::Stream;
@@ -17,7 +17,7 @@ use keyrunner_pub_sub::Topic;
 use pin_project_lite::pin_project;
 
 use crate::abort::{AbortCallback, AbortController, AbortSignal};
-use crate::state::{Outcome, RunId, State};
+use crate::state::{Outcome, Reason, RunId, State};
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use crate::task::{IntoProgress, TaskContext};
 
@@ -62,6 +62,9 @@ pub(crate) struct RunCore<E> {
     finished: AtomicBool,
     /// Set when the executor dropped the driver without polling it.
     refused: AtomicBool,
+    /// The driver's waker, woken by a stop. (Not the signal's event: that one allocates a
+    /// listener per waiter, and every run has a driver waiting.)
+    driver: Mutex<Option<Waker>>,
     done: Event,
 }
 
@@ -73,12 +76,32 @@ impl<E> RunCore<E> {
             outcome: Mutex::new(None),
             finished: AtomicBool::new(false),
             refused: AtomicBool::new(false),
+            driver: Mutex::new(None),
             done: Event::new(),
         }
     }
 
     pub(crate) fn set_outcome(&self, outcome: Outcome<E>) {
         *lock(&self.outcome) = Some(outcome);
+    }
+
+    /// Fires the run's signal and wakes its driver, which then drops the stream.
+    pub(crate) fn abort(&self, reason: Option<Reason>) {
+        // Wake even if a callback of the signal panics: the stream must still be dropped.
+        let _wake = WakeOnDrop(self);
+        self.abort.abort(reason);
+    }
+
+    /// Registers the driver's waker; returns whether the run was aborted meanwhile.
+    fn register_driver(&self, waker: &Waker) -> bool {
+        let mut slot = lock(&self.driver);
+        if !slot.as_ref().is_some_and(|known| known.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+        drop(slot);
+        // `abort` sets the flag before it takes the waker, under the same lock: either it
+        // finds the waker stored above, or this load sees the flag.
+        self.abort.is_aborted()
     }
 
     pub(crate) fn was_refused(&self) -> bool {
@@ -88,6 +111,17 @@ impl<E> RunCore<E> {
     fn finish(&self) {
         self.finished.store(true, Ordering::Release);
         self.done.notify(usize::MAX);
+    }
+}
+
+struct WakeOnDrop<'a, E>(&'a RunCore<E>);
+
+impl<E> Drop for WakeOnDrop<'_, E> {
+    fn drop(&mut self) {
+        let waker = lock(&self.0.driver).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -211,7 +245,6 @@ pin_project! {
         task: Option<F>,
         run: Option<Arc<Run<K, S, E, H>>>,
         live: Arc<LiveTasks>,
-        abort: Option<EventListener>,
         link: Option<AbortCallback>,
         started: bool,
         concluded: bool,
@@ -294,7 +327,6 @@ where
             task: Some(task),
             run: Some(run),
             live,
-            abort: None,
             link,
             started: false,
             concluded: false,
@@ -324,21 +356,8 @@ where
         let mut budget = YIELD_BUDGET;
         let outcome = loop {
             // A stopper records the outcome before it fires the signal: nothing to record here.
-            if run.core.abort.is_aborted() {
+            if run.core.register_driver(cx.waker()) {
                 break None;
-            }
-            match this.abort.as_mut() {
-                // Listen first, then re-check the flag, so an abort in between is not missed.
-                None => {
-                    *this.abort = Some(run.core.abort.signal().listen());
-                    continue;
-                }
-                Some(listener) => {
-                    if Pin::new(listener).poll(cx).is_ready() {
-                        *this.abort = None;
-                        continue;
-                    }
-                }
             }
             if let Some(task) = this.task.take() {
                 let context = TaskContext::new(run.topic.key().clone(), run.core.abort.signal());
