@@ -142,10 +142,9 @@ impl<T> Work<T> {
     /// Calls the listeners, catching every panic; returns the first payload.
     fn run(self) -> Option<Payload> {
         let mut first: Option<Payload> = None;
-        let mut record = |payload: Payload| {
-            if first.is_none() {
-                first = Some(payload);
-            }
+        let mut record = |payload: Payload| match first {
+            None => first = Some(payload),
+            Some(_) => discard(payload),
         };
         let call = |entry: &Entry<T>, value: &T| {
             if entry.active.load(Ordering::Acquire) {
@@ -532,8 +531,10 @@ impl<T: Send + Sync + 'static> Subject<T> {
     fn drain(&self, mut work: Work<T>) {
         let mut first: Option<Payload> = None;
         loop {
-            if let Some(payload) = work.run() {
-                first.get_or_insert(payload);
+            match (work.run(), &first) {
+                (Some(payload), None) => first = Some(payload),
+                (Some(payload), Some(_)) => discard(payload),
+                (None, _) => {}
             }
             let mut state = self.inner.lock();
             state.finished += 1;
@@ -603,5 +604,13 @@ impl<T> fmt::Debug for Subject<T> {
             None => out.field("state", &format_args!("<locked>")),
         };
         out.finish_non_exhaustive()
+    }
+}
+
+/// Drops a payload nobody will see. One whose destructor panics is leaked instead: unwinding
+/// here would leave the delivery role taken and the subject wedged.
+fn discard(payload: Payload) {
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+        mem::forget(again);
     }
 }

@@ -103,9 +103,12 @@
 //!
 //! # Panics
 //!
-//! Listener panics follow the subject's rules: the other listeners still get the transition,
-//! and the panic resurfaces from the call that made the transition (`run`, `stop`, or the
-//! executor's poll of the driver).
+//! A panicking listener never leaves a key half-changed. The other listeners still get the
+//! transition; the repository finishes its step (a stop still fires the signal and drops the
+//! stream, a start still spawns its driver, a shutdown still stops every run); then the first
+//! panic resumes from the call that made the transition: `run`, `stop` or `shutdown`, or — for
+//! transitions the driver makes (progress, completion) — the executor's poll that ends the run,
+//! so the run itself is never cut short by someone watching it.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -116,6 +119,7 @@
 mod abort;
 mod error;
 mod observe;
+mod panics;
 mod repository;
 mod run;
 mod shutdown;

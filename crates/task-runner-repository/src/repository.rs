@@ -11,6 +11,7 @@ use keyrunner_pub_sub::PubSub;
 use crate::abort::AbortSignal;
 use crate::error::{RunError, SpawnError, StopError};
 use crate::observe::{StateStream, Subscription};
+use crate::panics::Deferred;
 use crate::run::{Driver, ErasedRun, LiveTasks, Run, RunHandle, Slot};
 use crate::shutdown::Shutdown;
 use crate::spawn::{DebugSpawn, Spawn};
@@ -232,6 +233,14 @@ macro_rules! observer_methods {
         /// The listener runs on the thread that made the transition, with no lock held: it may
         /// call back into the repository (read, listen, run, stop) without deadlock. Holding the
         /// subscription keeps the key's last outcome remembered.
+        ///
+        /// One thing a listener must not do is drop the subscription or stream of *another* key
+        /// while that key may be delivering on another thread: unsubscribing waits for a
+        /// delivery in flight, so two keys doing this to each other wait forever.
+        ///
+        /// A listener that panics does not stop the others or the run; the panic resurfaces
+        /// from the call that made the transition once the repository has finished its step
+        /// (see the crate docs, "Panics").
         pub fn listen<F>(&self, key: K, listener: F, immediate: bool) -> Subscription<K, S, E, H>
         where
             F: Fn(&State<S, E>) + Send + Sync + 'static,
@@ -463,38 +472,51 @@ where
         if self.shut_down.load(Ordering::SeqCst) {
             return Err(RunError::ShutDown { task });
         }
+        // Counted before the compare-and-set, so a shutdown that misses this run's state still
+        // waits for it (and for the revert below).
+        self.live.enter();
         let topic = self.topics.subject(key.clone());
         let id = RunId(self.next_run.fetch_add(1, Ordering::Relaxed));
         let run = Arc::new(Run::new(id, topic));
         let erased: Arc<dyn ErasedRun<E>> = run.clone();
         let mut busy = None;
         let mut previous = None;
-        let started = run.topic.update(|slot| {
-            if let Some(running) = slot.and_then(Slot::running_id) {
-                busy = Some(running);
-                return None;
-            }
-            previous = slot.and_then(|slot| slot.state.last_outcome().cloned());
-            Some(Slot {
-                state: State::Running {
-                    run: id,
-                    progress: None,
-                },
-                run: Some(erased),
+        let mut started = false;
+        let mut panic = Deferred::default();
+        panic.catch(|| {
+            run.topic.update(|slot| {
+                if let Some(running) = slot.and_then(Slot::running_id) {
+                    busy = Some(running);
+                    return None;
+                }
+                previous = slot.and_then(|slot| slot.state.last_outcome().cloned());
+                started = true;
+                Some(Slot {
+                    state: State::Running {
+                        run: id,
+                        progress: None,
+                    },
+                    run: Some(erased),
+                })
             })
         });
         if !started {
+            self.live.exit();
+            panic.resume();
             let running = busy.unwrap_or(id);
             return Err(RunError::Busy { task, running });
         }
         // Pairs with `shutdown`: it sets the flag, then looks for running keys. Either it sees
         // this run, or this load sees the flag.
         if self.shut_down.load(Ordering::SeqCst) {
-            run.topic
-                .update(|slot| (slot?.running_id() == Some(id)).then(|| Slot::idle(previous)));
+            panic.catch(|| {
+                run.topic
+                    .update(|slot| (slot?.running_id() == Some(id)).then(|| Slot::idle(previous)))
+            });
+            self.live.exit();
+            panic.resume();
             return Err(RunError::ShutDown { task });
         }
-        self.live.enter();
         let link = link.map(|signal| {
             let repository = Arc::downgrade(self);
             let key = key.clone();
@@ -502,11 +524,15 @@ where
         });
         let driver: Driver<K, S, E, H, F, St, M> =
             Driver::new(Arc::clone(&run), task, Arc::clone(&self.live), link);
-        self.spawner.spawn(Box::pin(driver));
-        if run.core.was_refused() {
-            return Err(RunError::Spawn(SpawnError { run: id }));
-        }
-        Ok(RunHandle::new(run))
+        // The key is running now: even if a listener panicked above, the run needs its driver.
+        panic.catch(|| self.spawner.spawn(Box::pin(driver)));
+        let result = if run.core.was_refused() {
+            Err(RunError::Spawn(SpawnError { run: id }))
+        } else {
+            Ok(RunHandle::new(run))
+        };
+        panic.resume();
+        result
     }
 
     /// The one way a run is stopped: a compare-and-set from "running `id`" to idle, then the
@@ -520,33 +546,47 @@ where
         let stale = StopError { run: id };
         let topic = self.topics.topic_if_allocated(key).ok_or(stale.clone())?;
         let mut stopped = None;
-        topic.update(|slot| {
-            let slot = slot?;
-            if slot.running_id() != Some(id) {
-                return None;
-            }
-            let run = slot.run.clone()?;
-            let outcome = Outcome::Stopped {
-                reason: reason.clone(),
-            };
-            run.core().set_outcome(outcome.clone());
-            stopped = Some(run);
-            Some(Slot::idle(Some(outcome)))
+        let mut panic = Deferred::default();
+        panic.catch(|| {
+            topic.update(|slot| {
+                let slot = slot?;
+                if slot.running_id() != Some(id) {
+                    return None;
+                }
+                let run = slot.run.clone()?;
+                let outcome = Outcome::Stopped {
+                    reason: reason.clone(),
+                };
+                run.core().set_outcome(outcome.clone());
+                stopped = Some(run);
+                Some(Slot::idle(Some(outcome)))
+            })
         });
-        let run = stopped.ok_or(stale)?;
-        run.core().abort(reason);
+        let Some(run) = stopped else {
+            panic.resume();
+            return Err(stale);
+        };
+        // The key is idle now: even if a listener panicked above, the signal must fire and the
+        // driver must drop the stream.
+        panic.catch(|| run.core().abort(reason));
+        panic.resume();
         Ok(run)
     }
 
     fn shutdown(&self, reason: Option<Reason>) -> Shutdown {
         self.shut_down.store(true, Ordering::SeqCst);
+        // Every run is stopped even if a listener or an abort callback panics on the way; the
+        // first panic resumes once they all are.
+        let mut panic = Deferred::default();
         for (key, slot) in self.topics.entries() {
             if let Some(id) = slot.as_deref().and_then(Slot::running_id) {
                 // Stale is fine: the run ended by itself meanwhile.
-                let _ = self.stop_run(&key, id, reason.clone());
+                panic.catch(|| self.stop_run(&key, id, reason.clone()));
             }
         }
-        Shutdown::new(Arc::clone(&self.live))
+        let shutdown = Shutdown::new(Arc::clone(&self.live));
+        panic.resume();
+        shutdown
     }
 }
 
@@ -721,7 +761,8 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskRunnerRepository")
-            .field("keys", &self.topics.len())
+            // The key table's own Debug never waits for its lock.
+            .field("keys", &self.topics)
             .field("live_tasks", &self.live.get())
             .field("shut_down", &self.shut_down.load(Ordering::Relaxed))
             .field("spawner", &DebugSpawn)

@@ -1,7 +1,6 @@
 //! One run: its shared record ([`RunCore`]), the future that drives its stream ([`Driver`]) and
 //! the handle that awaits its outcome ([`RunHandle`]).
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
@@ -17,6 +16,7 @@ use keyrunner_pub_sub::Topic;
 use pin_project_lite::pin_project;
 
 use crate::abort::{AbortCallback, AbortController, AbortSignal};
+use crate::panics::{Deferred, Payload, discard};
 use crate::state::{Outcome, Reason, RunId, State};
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use crate::task::{IntoProgress, TaskContext};
@@ -207,7 +207,7 @@ impl LiveTasks {
         self.count.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn exit(&self) {
+    pub(crate) fn exit(&self) {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.quiet.notify(usize::MAX);
         }
@@ -246,6 +246,8 @@ pin_project! {
         run: Option<Arc<Run<K, S, E, H>>>,
         live: Arc<LiveTasks>,
         link: Option<AbortCallback>,
+        // A listener's panic during one of this run's transitions, resumed once the run is done.
+        panic: Deferred,
         started: bool,
         concluded: bool,
         marker: PhantomData<fn() -> M>,
@@ -281,9 +283,10 @@ pin_project! {
                     run.core.refused.store(true, Ordering::Release);
                 }
                 // Stale-safe: does nothing if the run no longer owns the key.
-                run.conclude(Outcome::Lost);
+                this.panic.catch(|| run.conclude(Outcome::Lost));
             }
             finish(this.stream, this.task, run, this.link, this.live);
+            this.panic.resume();
         }
     }
 }
@@ -328,6 +331,7 @@ where
             run: Some(run),
             live,
             link,
+            panic: Deferred::default(),
             started: false,
             concluded: false,
             marker: PhantomData,
@@ -374,7 +378,9 @@ where
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(Some(item))) => match item.into_progress() {
                     Ok(progress) => {
-                        if !run.publish(progress) {
+                        // A listener's panic means the item was published: keep driving.
+                        let published = this.panic.catch(|| run.publish(progress));
+                        if !published.unwrap_or(true) {
                             // Stopped or superseded: the item is discarded.
                             break None;
                         }
@@ -392,17 +398,20 @@ where
         };
         if let Some(outcome) = outcome {
             // Stale-safe: a stop that won the race has recorded its own outcome.
-            run.conclude(outcome);
+            this.panic.catch(|| run.conclude(outcome));
         }
         *this.concluded = true;
         if let Some(run) = this.run.take() {
             finish(this.stream, this.task, run, this.link, this.live);
         }
+        // The run is over and its stream dropped: a listener's panic surfaces here, to the
+        // executor, without having cut the run short.
+        this.panic.resume();
         Poll::Ready(())
     }
 }
 
-fn panicked<E>(payload: Box<dyn Any + Send>) -> Outcome<E> {
+fn panicked<E>(payload: Payload) -> Outcome<E> {
     let message = payload
         .downcast_ref::<&str>()
         .map(|text| Arc::from(*text))
@@ -411,6 +420,7 @@ fn panicked<E>(payload: Box<dyn Any + Send>) -> Outcome<E> {
                 .downcast_ref::<String>()
                 .map(|text| Arc::from(text.as_str()))
         });
+    discard(payload);
     Outcome::Panicked { message }
 }
 

@@ -1,0 +1,53 @@
+//! Listener panics are held until the repository's own bookkeeping is done, then resumed.
+//!
+//! Every transition delivers the new state to listeners, which may panic. A transition that has
+//! happened must still be followed by what completes it — firing the signal after a stop,
+//! spawning the driver after a start, dropping the stream after the end — or a key would be left
+//! idle with a live stream, or running with no driver. So the repository catches such a panic,
+//! finishes its step, and only then resumes it.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+
+/// A caught panic payload.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
+/// The first panic caught during one operation.
+#[derive(Default)]
+pub(crate) struct Deferred(Option<Payload>);
+
+impl Deferred {
+    /// Runs `f`; if it panics, keeps the payload (the first one) and returns `None`.
+    pub(crate) fn catch<R>(&mut self, f: impl FnOnce() -> R) -> Option<R> {
+        match panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                match self.0 {
+                    None => self.0 = Some(payload),
+                    Some(_) => discard(payload),
+                }
+                None
+            }
+        }
+    }
+
+    /// Resumes the panic caught, if any; while this thread is already unwinding, drops it
+    /// instead (a second panic would abort the process).
+    pub(crate) fn resume(&mut self) {
+        if let Some(payload) = self.0.take() {
+            if std::thread::panicking() {
+                discard(payload);
+            } else {
+                panic::resume_unwind(payload);
+            }
+        }
+    }
+}
+
+/// Drops a payload nobody will see; one whose destructor panics is leaked rather than allowed
+/// to unwind through the repository.
+pub(crate) fn discard(payload: Payload) {
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+        std::mem::forget(again);
+    }
+}
