@@ -5,7 +5,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::ops::Deref;
 
-use crate::registry::{Inner, Registry};
+use crate::registry::{Inner, Registry, Shared};
 use crate::sync::{Arc, lock};
 
 /// A lease on one key of a [`Registry`]: dereferences to the key's value.
@@ -37,22 +37,17 @@ use crate::sync::{Arc, lock};
 #[clippy::has_significant_drop]
 pub struct Lease<K, V, S = RandomState> {
     registry: Arc<Inner<K, V, S>>,
-    key: K,
-    value: Arc<V>,
+    shared: Arc<Shared<K, V>>,
 }
 
 impl<K, V, S> Lease<K, V, S> {
-    pub(crate) fn new(registry: Arc<Inner<K, V, S>>, key: K, value: Arc<V>) -> Self {
-        Self {
-            registry,
-            key,
-            value,
-        }
+    pub(crate) fn new(registry: Arc<Inner<K, V, S>>, shared: Arc<Shared<K, V>>) -> Self {
+        Self { registry, shared }
     }
 
     /// The leased key.
     pub fn key(&self) -> &K {
-        &self.key
+        &self.shared.key
     }
 
     /// A handle to the registry this lease belongs to.
@@ -67,13 +62,13 @@ impl<K, V, S> Deref for Lease<K, V, S> {
     type Target = V;
 
     fn deref(&self) -> &V {
-        &self.value
+        &self.shared.value
     }
 }
 
 impl<K, V, S> AsRef<V> for Lease<K, V, S> {
     fn as_ref(&self) -> &V {
-        &self.value
+        &self.shared.value
     }
 }
 
@@ -82,18 +77,14 @@ impl<K: Eq + Hash + Clone, V, S: BuildHasher> Clone for Lease<K, V, S> {
     fn clone(&self) -> Self {
         {
             let entries = lock(&self.registry.entries);
-            let entry = entries.get(&self.key).expect(
+            let entry = entries.get(&self.shared.key).expect(
                 "a leased key is in the map because entries are removed only at zero leases",
             );
             // Cannot overflow: every lease also holds a strong count of the value, and `Arc`
             // aborts before its count reaches `usize::MAX`.
             entry.leases.set(entry.leases.get() + 1);
         }
-        Self::new(
-            Arc::clone(&self.registry),
-            self.key.clone(),
-            Arc::clone(&self.value),
-        )
+        Self::new(Arc::clone(&self.registry), Arc::clone(&self.shared))
     }
 }
 
@@ -101,15 +92,15 @@ impl<K, V, S> Drop for Lease<K, V, S> {
     /// Releases the key; frees its entry if this was the last lease and the cleanup predicate
     /// says so. A panic in the predicate propagates from here.
     fn drop(&mut self) {
-        (self.registry.release)(&self.registry, &self.key);
+        (self.registry.release)(&self.registry, &self.shared.key);
     }
 }
 
 impl<K: fmt::Debug, V: fmt::Debug, S> fmt::Debug for Lease<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("key", &self.key)
-            .field("value", &*self.value)
+            .field("key", &self.shared.key)
+            .field("value", &self.shared.value)
             .finish_non_exhaustive()
     }
 }

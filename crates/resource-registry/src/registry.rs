@@ -68,7 +68,7 @@ pub struct Registry<K, V, S = RandomState> {
 
 /// The state shared by a registry, its clones and its leases.
 pub(crate) struct Inner<K, V, S> {
-    pub(crate) entries: Mutex<HashMap<K, Entry<V>, S>>,
+    pub(crate) entries: Mutex<HashMap<K, Entry<K, V>, S>>,
     pub(crate) init: Init<K, V>,
     /// `None` is the default predicate: always free.
     pub(crate) cleanup: Option<Cleanup<K, V>>,
@@ -77,9 +77,15 @@ pub(crate) struct Inner<K, V, S> {
     pub(crate) release: fn(&Self, &K),
 }
 
+/// A key and its value, shared by the entry and every lease, so a lease costs no key clone.
+pub(crate) struct Shared<K, V> {
+    pub(crate) key: K,
+    pub(crate) value: V,
+}
+
 /// One allocated key.
-pub(crate) struct Entry<V> {
-    pub(crate) value: Arc<V>,
+pub(crate) struct Entry<K, V> {
+    pub(crate) shared: Arc<Shared<K, V>>,
     /// Number of live leases. Only read or written under the registry lock; a `Cell` lets lookups
     /// by a borrowed key (`get`, `Lease::clone`) count without a second, mutable lookup.
     pub(crate) leases: Cell<usize>,
@@ -111,7 +117,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> Inner<K, V, S> {
         // The count is updated before the predicate runs: if it panics, the entry stays
         // allocated with no leases.
         entry.leases.set(leases);
-        if leases == 0 && self.should_free(key, &entry.value) {
+        if leases == 0 && self.should_free(key, &entry.shared.value) {
             freed = entries.remove_entry(key);
         }
         drop(entries);
@@ -176,21 +182,25 @@ impl<K: Eq + Hash + Clone, V, S: BuildHasher> Registry<K, V, S> {
         let value = {
             let mut entries = lock(&self.inner.entries);
             if let Some(entry) = entries.get(&key) {
-                // Cannot overflow: every lease also holds a strong count of `entry.value`, and
+                // Cannot overflow: every lease also holds a strong count of `entry.shared`, and
                 // `Arc` aborts before its count reaches `usize::MAX`.
                 entry.leases.set(entry.leases.get() + 1);
-                Arc::clone(&entry.value)
+                Arc::clone(&entry.shared)
             } else {
-                let value = Arc::new((self.inner.init)(&key));
+                let value = (self.inner.init)(&key);
+                let shared = Arc::new(Shared {
+                    key: key.clone(),
+                    value,
+                });
                 let entry = Entry {
-                    value: Arc::clone(&value),
+                    shared: Arc::clone(&shared),
                     leases: Cell::new(1),
                 };
-                entries.insert(key.clone(), entry);
-                value
+                entries.insert(key, entry);
+                shared
             }
         };
-        Lease::new(Arc::clone(&self.inner), key, value)
+        Lease::new(Arc::clone(&self.inner), value)
     }
 
     /// Leases `key` only if it is allocated now; never creates a value.
@@ -212,14 +222,14 @@ impl<K: Eq + Hash + Clone, V, S: BuildHasher> Registry<K, V, S> {
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
     {
-        let (key, value) = {
+        let shared = {
             let entries = lock(&self.inner.entries);
-            let (key, entry) = entries.get_key_value(key)?;
+            let entry = entries.get(key)?;
             // Cannot overflow, as in `allocate`.
             entry.leases.set(entry.leases.get() + 1);
-            (key.clone(), Arc::clone(&entry.value))
+            Arc::clone(&entry.shared)
         };
-        Some(Lease::new(Arc::clone(&self.inner), key, value))
+        Some(Lease::new(Arc::clone(&self.inner), shared))
     }
 
     /// Whether `key` is allocated now (leased, or unleased and kept by the predicate).
@@ -269,10 +279,10 @@ impl<K: Eq + Hash + Clone, V, S: BuildHasher> Registry<K, V, S> {
         let mut freed = Vec::new();
         let mut entries = lock(&self.inner.entries);
         entries.retain(|key, entry| {
-            if entry.leases.get() > 0 || !cleanup(key, &entry.value) {
+            if entry.leases.get() > 0 || !cleanup(key, &entry.shared.value) {
                 return true;
             }
-            freed.push(Arc::clone(&entry.value));
+            freed.push(Arc::clone(&entry.shared));
             false
         });
         drop(entries);
@@ -315,7 +325,7 @@ impl<K, V, S> Registry<K, V, S> {
     pub fn for_each(&self, mut f: impl FnMut(&K, &V)) {
         let entries = lock(&self.inner.entries);
         for (key, entry) in entries.iter() {
-            f(key, &entry.value);
+            f(key, &entry.shared.value);
         }
     }
 }
