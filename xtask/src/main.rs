@@ -4,6 +4,7 @@
 //! a command fails, exits non-zero and prints the failed command again at the
 //! end. Run `cargo xtask help` for the list.
 
+mod bench;
 mod tidy;
 
 use std::{
@@ -22,16 +23,20 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci            tidy, fmt, clippy, test, doc, loom, deny, bench-build (in that order)
+  ci            tidy, fmt, clippy, test, doc, loom, proptest, stress, leaks, deny, bench-build (in that order)
   tidy          repository conventions (crate headers, //! docs, dependency allow-list)
   fmt           cargo fmt --all --check
   clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
   test          cargo test --workspace --all-features (unit, integration and doc tests)
   doc           cargo doc --workspace --no-deps --all-features, warnings denied
   loom          the loom models in crates/*/tests/loom.rs, in target/loom
+  proptest      the model-based property tests with 10,000 cases each, in release
+  stress        the multi-threaded stress test with 1,000,000 operations, in release
+  leaks         the leak check churning 1,000,000 keys, in release
   deny          cargo deny check licenses bans sources (installs cargo-deny if missing)
-  bench         cargo bench -p keyrunner-benches
+  bench         cargo bench -p keyrunner-benches, the memory example, the ratio table
   bench --quick a short smoke run of every benchmark (never fails on timing)
+  bench --report the ratio table of the last bench run, without running anything
   bench-build   compile every benchmark without running it
   help          this message";
 
@@ -73,9 +78,13 @@ fn main() -> ExitCode {
         ["test"] => test(),
         ["doc"] => doc(),
         ["loom"] => loom(),
+        ["proptest"] => proptest(),
+        ["stress"] => stress(),
+        ["leaks"] => leaks(),
         ["deny"] => deny(),
         ["bench"] => bench(false),
         ["bench", "--quick"] => bench(true),
+        ["bench", "--report"] => bench_report(false),
         ["bench-build"] => bench_build(),
         _ => Err(Error::Other(format!(
             "unknown arguments: {}\n\n{USAGE}",
@@ -93,13 +102,18 @@ fn main() -> ExitCode {
 
 /// Every check, in order, stopping at the first failure.
 fn ci() -> Result {
-    let steps: [(&str, Step); 8] = [
+    // The property, stress and leak suites also run at their default sizes inside `test`; here
+    // they run at full size, in release, which takes seconds once built.
+    let steps: [(&str, Step); 11] = [
         ("tidy", tidy),
         ("fmt", fmt),
         ("clippy", clippy),
         ("test", test),
         ("doc", doc),
         ("loom", loom),
+        ("proptest", proptest),
+        ("stress", stress),
+        ("leaks", leaks),
         ("deny", deny),
         ("bench-build", bench_build),
     ];
@@ -185,6 +199,46 @@ fn loom() -> Result {
     Ok(())
 }
 
+/// The model-based property tests at full size; `cargo test` runs a smaller count.
+fn proptest() -> Result {
+    for package in ["keyrunner-pub-sub", "keyrunner-task-runner-repository"] {
+        run(cargo()
+            .args(["test", "--release", "--test", "model", "-p", package])
+            .env("KEYRUNNER_PROPTEST_CASES", "10000"))?;
+    }
+    Ok(())
+}
+
+/// The multi-threaded stress test at full size; `cargo test` runs a smaller count.
+fn stress() -> Result {
+    run(cargo()
+        .args([
+            "test",
+            "--release",
+            "--all-features",
+            "--test",
+            "stress",
+            "-p",
+            "keyrunner",
+        ])
+        .env("KEYRUNNER_STRESS_OPS", "1000000"))
+}
+
+/// The leak check at full size; `cargo test` churns fewer keys.
+fn leaks() -> Result {
+    run(cargo()
+        .args([
+            "test",
+            "--release",
+            "--all-features",
+            "--test",
+            "leaks",
+            "-p",
+            "keyrunner",
+        ])
+        .env("KEYRUNNER_LEAK_KEYS", "1000000"))
+}
+
 /// The package names of the crates that have a `tests/loom.rs`, sorted.
 fn loom_packages(root: &Path) -> Result<Vec<String>> {
     let mut packages = Vec::new();
@@ -229,8 +283,9 @@ fn deny() -> Result {
     run(cargo().args(["deny", "check", "licenses", "bans", "sources"]))
 }
 
-/// `quick` runs every benchmark briefly: a smoke test that the benchmarks
-/// still work, which cannot fail on timing.
+/// The criterion suite, then the memory binary, then the ratio table (also written to
+/// `target/criterion/ratios.md`). `quick` runs every benchmark briefly and the memory binary at
+/// a small size: a smoke test that the benchmarks still work, which cannot fail on timing.
 fn bench(quick: bool) -> Result {
     let mut cmd = cargo();
     cmd.args(["bench", "-p", "keyrunner-benches"]);
@@ -241,7 +296,39 @@ fn bench(quick: bool) -> Result {
         cmd.args(["--warm-up-time", "0.1", "--measurement-time", "0.2"]);
         cmd.args(["--sample-size", "10", "--noplot"]);
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    let mut memory = cargo();
+    memory.args([
+        "run",
+        "--release",
+        "-p",
+        "keyrunner-benches",
+        "--example",
+        "memory",
+    ]);
+    if quick {
+        memory.args(["--", "--quick"]);
+    }
+    run(&mut memory)?;
+    bench_report(quick)
+}
+
+/// Prints the ratio table from the estimates criterion left in `target/criterion`, and writes
+/// it to `target/criterion/ratios.md`.
+fn bench_report(quick: bool) -> Result {
+    let table = bench::ratio_table(&project_root());
+    if quick {
+        println!("\nxtask: bench --quick: a smoke run; these ratios are not measurements\n");
+    } else {
+        println!("\nxtask: bench: ratios (median over median, same run)\n");
+    }
+    println!("{table}");
+    let path = project_root()
+        .join("target")
+        .join("criterion")
+        .join("ratios.md");
+    fs::write(&path, &table)
+        .map_err(|error| Error::Other(format!("{}: cannot write: {error}", path.display())))
 }
 
 fn bench_build() -> Result {
