@@ -194,12 +194,10 @@ where
     /// emitted yet). For a key that is not allocated, it is the initial value the key *would*
     /// start with (computed now; the key stays unallocated), or `None`.
     ///
-    /// Reading an allocated key briefly leases it, like [`topic_if_allocated`](Self::topic_if_allocated):
-    /// a key kept by the predicate is released again afterwards, so it is freed if the predicate
-    /// now says so.
+    /// Reading takes no lease: it neither keeps the key nor asks the cleanup predicate again.
     pub fn last(&self, key: &K) -> Option<Arc<V>> {
-        match self.registry.get(key) {
-            Some(lease) => lease.subject.last(),
+        match self.registry.peek(key, |slot| slot.subject.last()) {
+            Some(last) => last,
             None => self
                 .initial_value
                 .as_ref()

@@ -232,6 +232,31 @@ impl<K: Eq + Hash + Clone, V, S: BuildHasher> Registry<K, V, S> {
         Some(Lease::new(Arc::clone(&self.inner), shared))
     }
 
+    /// Calls `f` with `key`'s value if the key is allocated now, without leasing it; returns
+    /// what `f` returned.
+    ///
+    /// Cheaper than [`get`](Self::get) for a quick read: one lock, no lease to release. `f`
+    /// runs under the registry lock and must not call back into this registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_resource_registry::Registry;
+    ///
+    /// let registry = Registry::new(|key: &u32| key * 2);
+    /// assert_eq!(registry.peek(&1, |value| *value), None);
+    /// let _held = registry.allocate(1);
+    /// assert_eq!(registry.peek(&1, |value| *value), Some(2));
+    /// ```
+    pub fn peek<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let entries = lock(&self.inner.entries);
+        entries.get(key).map(|entry| f(&entry.shared.value))
+    }
+
     /// Whether `key` is allocated now (leased, or unleased and kept by the predicate).
     pub fn is_allocated<Q>(&self, key: &Q) -> bool
     where

@@ -15,18 +15,27 @@ pub(crate) use loom::thread::ThreadId;
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
-#[cfg(not(loom))]
-pub(crate) use std::thread::ThreadId;
 
 use std::sync::{PoisonError, TryLockError};
 
+/// Identifies a live thread: the address of a thread-local, which is cheaper to get than
+/// `std::thread::current().id()` (no handle to clone). Two live threads never share it; it is
+/// only compared while the thread holding the delivery role is alive.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadId(usize);
+
 /// The id of the calling thread.
+#[cfg(not(loom))]
 pub(crate) fn current_thread() -> ThreadId {
-    #[cfg(loom)]
-    let id = loom::thread::current().id();
-    #[cfg(not(loom))]
-    let id = std::thread::current().id();
-    id
+    thread_local!(static MARK: u8 = const { 0 });
+    MARK.with(|mark| ThreadId(std::ptr::from_ref(mark) as usize))
+}
+
+/// The id of the calling thread.
+#[cfg(loom)]
+pub(crate) fn current_thread() -> ThreadId {
+    loom::thread::current().id()
 }
 
 /// Locks `mutex`, ignoring poison: no critical section calls user code except

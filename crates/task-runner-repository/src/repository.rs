@@ -3,6 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 
 use futures_core::Stream;
@@ -142,9 +143,10 @@ pub struct IdleNode<K, S, E = std::convert::Infallible, H = RandomState> {
 /// }
 /// ```
 pub struct RunningNode<K, S, E = std::convert::Infallible, H = RandomState> {
-    inner: Arc<Inner<K, S, E, H>>,
     key: K,
+    // The run acts through its own lease on the key: the node needs no repository handle.
     run: Arc<dyn ErasedRun<E>>,
+    types: PhantomData<fn() -> (S, H)>,
 }
 
 impl<K, S, E> TaskRunnerRepository<K, S, E>
@@ -444,9 +446,9 @@ where
                 run: Some(run),
                 state: State::Running { .. },
             }) => StateNode::Running(RunningNode {
-                inner: Arc::clone(self),
                 key,
                 run: Arc::clone(run),
+                types: PhantomData,
             }),
             other => StateNode::Idle(IdleNode {
                 inner: Arc::clone(self),
@@ -518,9 +520,13 @@ where
             return Err(RunError::ShutDown { task });
         }
         let link = link.map(|signal| {
-            let repository = Arc::downgrade(self);
-            let key = key.clone();
-            signal.on_abort(move |reason| stop_linked(&repository, &key, id, reason))
+            let run: Weak<dyn ErasedRun<E>> = Arc::downgrade(&run) as Weak<dyn ErasedRun<E>>;
+            signal.on_abort(move |reason| {
+                if let Some(run) = run.upgrade() {
+                    // Stale is fine: the run ended before the linked signal fired.
+                    let _ = stop(&*run, reason.cloned());
+                }
+            })
         });
         let driver: Driver<K, S, E, H, F, St, M> =
             Driver::new(Arc::clone(&run), task, Arc::clone(&self.live), link);
@@ -535,53 +541,15 @@ where
         result
     }
 
-    /// The one way a run is stopped: a compare-and-set from "running `id`" to idle, then the
-    /// run's signal fires.
-    fn stop_run(
-        &self,
-        key: &K,
-        id: RunId,
-        reason: Option<Reason>,
-    ) -> Result<Arc<dyn ErasedRun<E>>, StopError> {
-        let stale = StopError { run: id };
-        let topic = self.topics.topic_if_allocated(key).ok_or(stale.clone())?;
-        let mut stopped = None;
-        let mut panic = Deferred::default();
-        panic.catch(|| {
-            topic.update(|slot| {
-                let slot = slot?;
-                if slot.running_id() != Some(id) {
-                    return None;
-                }
-                let run = slot.run.clone()?;
-                let outcome = Outcome::Stopped {
-                    reason: reason.clone(),
-                };
-                run.core().set_outcome(outcome.clone());
-                stopped = Some(run);
-                Some(Slot::idle(Some(outcome)))
-            })
-        });
-        let Some(run) = stopped else {
-            panic.resume();
-            return Err(stale);
-        };
-        // The key is idle now: even if a listener panicked above, the signal must fire and the
-        // driver must drop the stream.
-        panic.catch(|| run.core().abort(reason));
-        panic.resume();
-        Ok(run)
-    }
-
     fn shutdown(&self, reason: Option<Reason>) -> Shutdown {
         self.shut_down.store(true, Ordering::SeqCst);
         // Every run is stopped even if a listener or an abort callback panics on the way; the
         // first panic resumes once they all are.
         let mut panic = Deferred::default();
-        for (key, slot) in self.topics.entries() {
-            if let Some(id) = slot.as_deref().and_then(Slot::running_id) {
+        for (_, slot) in self.topics.entries() {
+            if let Some(run) = slot.as_deref().and_then(|slot| slot.run.as_ref()) {
                 // Stale is fine: the run ended by itself meanwhile.
-                panic.catch(|| self.stop_run(&key, id, reason.clone()));
+                panic.catch(|| stop(&**run, reason.clone()));
             }
         }
         let shutdown = Shutdown::new(Arc::clone(&self.live));
@@ -590,20 +558,24 @@ where
     }
 }
 
-fn stop_linked<K, S, E, H>(
-    repository: &Weak<Inner<K, S, E, H>>,
-    key: &K,
-    id: RunId,
-    reason: Option<&Reason>,
-) where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    if let Some(inner) = repository.upgrade() {
-        // Stale is fine: the run ended before the linked signal fired.
-        let _ = inner.stop_run(key, id, reason.cloned());
+/// The one way a run is stopped: the run's own compare-and-set from "running this run" to
+/// idle, then its signal fires and its driver wakes to drop the stream.
+fn stop<E>(run: &dyn ErasedRun<E>, reason: Option<Reason>) -> Result<(), StopError> {
+    let mut panic = Deferred::default();
+    // A listener's panic can only come after the transition: it happened.
+    let stopped = panic
+        .catch(|| run.stop_transition(reason.clone()))
+        .unwrap_or(true);
+    if stopped {
+        // The key is idle now: even if a listener panicked, the signal must fire and the driver
+        // must drop the stream.
+        panic.catch(|| run.core().abort(reason));
+    }
+    panic.resume();
+    if stopped {
+        Ok(())
+    } else {
+        Err(StopError { run: run.core().id })
     }
 }
 
@@ -675,8 +647,7 @@ where
     /// If that run has already ended — even if a later run now holds the key — nothing changes
     /// and [`StopError`] is returned.
     pub fn stop(self, reason: impl Into<Option<Reason>>) -> Result<(), StopError> {
-        let id = self.run_id();
-        self.inner.stop_run(&self.key, id, reason.into()).map(drop)
+        stop(&*self.run, reason.into())
     }
 }
 

@@ -128,6 +128,10 @@ impl<E> Drop for WakeOnDrop<'_, E> {
 /// A run with its key's types erased, so handles are `RunHandle<E>` only.
 pub(crate) trait ErasedRun<E>: Send + Sync {
     fn core(&self) -> &RunCore<E>;
+
+    /// The stop transition: if this run still owns its key, records `Stopped { reason }` and
+    /// idles the key, through the run's own lease (no lookup). Returns whether it did.
+    fn stop_transition(&self, reason: Option<Reason>) -> bool;
 }
 
 /// A run: its core plus a lease on its key, so the key (and so the run's outcome) stays
@@ -140,10 +144,17 @@ pub(crate) struct Run<K, S, E, H> {
 
 impl<K, S, E, H> ErasedRun<E> for Run<K, S, E, H>
 where
-    Self: Send + Sync,
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: BuildHasher + Send + Sync + 'static,
 {
     fn core(&self) -> &RunCore<E> {
         &self.core
+    }
+
+    fn stop_transition(&self, reason: Option<Reason>) -> bool {
+        self.conclude(Outcome::Stopped { reason })
     }
 }
 
@@ -291,8 +302,8 @@ pin_project! {
     }
 }
 
-/// Drops the stream (on the executor, where it was polled), lets go of the key, leaves the live
-/// count, then tells the handles.
+/// Drops the stream (on the executor, where it was polled), lets go of the key, tells the
+/// handles, then leaves the live count.
 fn finish<K, S, E, H, F, St>(
     mut stream: Pin<&mut Option<St>>,
     task: &mut Option<F>,
@@ -304,12 +315,12 @@ fn finish<K, S, E, H, F, St>(
     let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
     let _ = panic::catch_unwind(AssertUnwindSafe(|| stream.set(None)));
     drop(link.take());
-    // Release the driver's lease first, so once shutdown resolves no driver holds a key, and
-    // leave the live count before waking handles, so a resolved handle is no longer counted.
+    // The driver's lease first, then the handles, then the live count: once a handle resolves
+    // the driver holds no key, and once a shutdown resolves every handle has resolved too.
     let core = Arc::clone(&run.core);
     drop(run);
-    live.exit();
     core.finish();
+    live.exit();
 }
 
 impl<K, S, E, H, F, St, M> Driver<K, S, E, H, F, St, M>
