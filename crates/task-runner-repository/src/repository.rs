@@ -478,8 +478,7 @@ where
         // waits for it (and for the revert below).
         self.live.enter();
         let topic = self.topics.subject(key.clone());
-        let id = RunId(self.next_run.fetch_add(1, Ordering::Relaxed));
-        let run = Arc::new(Run::new(id, topic));
+        let run = Arc::new(Run::new(topic));
         let erased: Arc<dyn ErasedRun<E>> = run.clone();
         let mut busy = None;
         let mut previous = None;
@@ -493,6 +492,9 @@ where
                 }
                 previous = slot.and_then(|slot| slot.state.last_outcome().cloned());
                 started = true;
+                // Under the key's lock: the runs of one key get increasing ids in start order.
+                let id = RunId(self.next_run.fetch_add(1, Ordering::Relaxed));
+                run.core.set_id(id);
                 Some(Slot {
                     state: State::Running {
                         run: id,
@@ -502,6 +504,7 @@ where
                 })
             })
         });
+        let id = run.core.id();
         if !started {
             self.live.exit();
             panic.resume();
@@ -575,7 +578,9 @@ fn stop<E>(run: &dyn ErasedRun<E>, reason: Option<Reason>) -> Result<(), StopErr
     if stopped {
         Ok(())
     } else {
-        Err(StopError { run: run.core().id })
+        Err(StopError {
+            run: run.core().id(),
+        })
     }
 }
 
@@ -661,7 +666,7 @@ impl<K, S, E, H> RunningNode<K, S, E, H> {
     /// The run this node saw.
     #[must_use]
     pub fn run_id(&self) -> RunId {
-        self.run.core().id
+        self.run.core().id()
     }
 
     /// A handle to the run this node saw.
@@ -790,7 +795,7 @@ impl<K: fmt::Debug, S, E, H> fmt::Debug for RunningNode<K, S, E, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunningNode")
             .field("key", &self.key)
-            .field("run", &self.run.core().id)
+            .field("run", &self.run.core().id())
             .finish_non_exhaustive()
     }
 }

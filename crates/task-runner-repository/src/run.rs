@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 use crate::abort::{AbortCallback, AbortController, AbortSignal};
 use crate::panics::{Deferred, Payload, discard};
 use crate::state::{Outcome, Reason, RunId, State};
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::task::{IntoProgress, TaskContext};
 
 /// Items a driver takes from an always-ready stream before it yields to its executor.
@@ -54,7 +54,9 @@ impl<S: Clone, E> Clone for Slot<S, E> {
 
 /// The part of a run every party shares, whatever the repository's key and hasher types.
 pub(crate) struct RunCore<E> {
-    pub(crate) id: RunId,
+    /// Taken inside the compare-and-set that starts the run, under the key's lock, so the runs
+    /// of one key get increasing ids in the order they start. Read only after that.
+    id: AtomicU64,
     pub(crate) abort: AbortController,
     /// Written once, by whoever wins the transition that ends the run, inside that transition.
     outcome: Mutex<Option<Outcome<E>>>,
@@ -69,9 +71,9 @@ pub(crate) struct RunCore<E> {
 }
 
 impl<E> RunCore<E> {
-    fn new(id: RunId) -> Self {
+    fn new() -> Self {
         Self {
-            id,
+            id: AtomicU64::new(0),
             abort: AbortController::new(),
             outcome: Mutex::new(None),
             finished: AtomicBool::new(false),
@@ -79,6 +81,15 @@ impl<E> RunCore<E> {
             driver: Mutex::new(None),
             done: Event::new(),
         }
+    }
+
+    pub(crate) fn id(&self) -> RunId {
+        RunId(self.id.load(Ordering::Relaxed))
+    }
+
+    /// Names the run; called once, inside the transition that starts it.
+    pub(crate) fn set_id(&self, id: RunId) {
+        self.id.store(id.0, Ordering::Relaxed);
     }
 
     pub(crate) fn set_outcome(&self, outcome: Outcome<E>) {
@@ -165,16 +176,16 @@ where
     E: Send + Sync + 'static,
     H: BuildHasher + Send + Sync + 'static,
 {
-    pub(crate) fn new(id: RunId, topic: Topic<K, Slot<S, E>, H>) -> Self {
+    pub(crate) fn new(topic: Topic<K, Slot<S, E>, H>) -> Self {
         Self {
-            core: Arc::new(RunCore::new(id)),
+            core: Arc::new(RunCore::new()),
             topic,
         }
     }
 
     /// Publishes `progress` if this run still owns the key.
     fn publish(&self, progress: S) -> bool {
-        let id = self.core.id;
+        let id = self.core.id();
         self.topic.update(|slot| {
             let slot = slot?;
             (slot.running_id() == Some(id)).then(|| Slot {
@@ -190,7 +201,7 @@ where
     /// Ends the run with `outcome` if it still owns the key; the outcome is recorded inside the
     /// same transition, so handle, state and listeners agree.
     pub(crate) fn conclude(&self, outcome: Outcome<E>) -> bool {
-        let id = self.core.id;
+        let id = self.core.id();
         self.topic.update(|slot| {
             let slot = slot?;
             if slot.running_id() != Some(id) {
@@ -472,7 +483,7 @@ impl<E> RunHandle<E> {
     /// The run this handle awaits.
     #[must_use]
     pub fn run_id(&self) -> RunId {
-        self.run.core().id
+        self.run.core().id()
     }
 
     /// The run's abort signal (fired when the run is asked to stop).

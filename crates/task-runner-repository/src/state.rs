@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 /// Identifies one run of one key.
 ///
-/// Ids are unique within a repository and increase with every run, so a
-/// [`RunningNode`](crate::RunningNode) can tell "its" run from a later one on the same key.
+/// Ids are unique within a repository, and the runs of one key get increasing ids in the
+/// order they start (an id is taken inside the transition that starts the run), so a
+/// [`RunningNode`](crate::RunningNode) can tell "its" run from a later one on the same key, and
+/// an id can serve as a fencing token for the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
