@@ -474,23 +474,29 @@ where
         if self.shut_down.load(Ordering::SeqCst) {
             return Err(RunError::ShutDown { task });
         }
-        // Counted before the compare-and-set, so a shutdown that misses this run's state still
-        // waits for it (and for the revert below).
+        // Counted before the compare-and-set, so a shutdown's `Shutdown` future also waits for a
+        // start that is still deciding.
         self.live.enter();
         let topic = self.topics.subject(key.clone());
         let run = Arc::new(Run::new(topic));
         let erased: Arc<dyn ErasedRun<E>> = run.clone();
         let mut busy = None;
-        let mut previous = None;
+        let mut refused = false;
         let mut started = false;
         let mut panic = Deferred::default();
         panic.catch(|| {
             run.topic.update(|slot| {
+                // Read under the key's lock, which orders it against `shutdown`: either shutdown
+                // sees this run running and stops it, or this sees the flag (its store precedes
+                // shutdown's visit to this key, or to the key table if this key was not there).
+                if self.shut_down.load(Ordering::SeqCst) {
+                    refused = true;
+                    return None;
+                }
                 if let Some(running) = slot.and_then(Slot::running_id) {
                     busy = Some(running);
                     return None;
                 }
-                previous = slot.and_then(|slot| slot.state.last_outcome().cloned());
                 started = true;
                 // Under the key's lock: the runs of one key get increasing ids in start order.
                 let id = RunId(self.next_run.fetch_add(1, Ordering::Relaxed));
@@ -508,19 +514,11 @@ where
         if !started {
             self.live.exit();
             panic.resume();
-            let running = busy.unwrap_or(id);
-            return Err(RunError::Busy { task, running });
-        }
-        // Pairs with `shutdown`: it sets the flag, then looks for running keys. Either it sees
-        // this run, or this load sees the flag.
-        if self.shut_down.load(Ordering::SeqCst) {
-            panic.catch(|| {
-                run.topic
-                    .update(|slot| (slot?.running_id() == Some(id)).then(|| Slot::idle(previous)))
+            return Err(match (refused, busy) {
+                (false, Some(running)) => RunError::Busy { task, running },
+                // Refused for shutdown (the closure declines only for that or a running key).
+                _ => RunError::ShutDown { task },
             });
-            self.live.exit();
-            panic.resume();
-            return Err(RunError::ShutDown { task });
         }
         let link = link.map(|signal| {
             let run: Weak<dyn ErasedRun<E>> = Arc::downgrade(&run) as Weak<dyn ErasedRun<E>>;
