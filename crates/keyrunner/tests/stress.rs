@@ -24,8 +24,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream};
 use keyrunner::tokio::TokioSpawner;
 use keyrunner::{
-    Conflict, Outcome, Reason, RunHandle, RunId, State, StateNode, Subscription,
-    TaskRunnerRepository,
+    Conflict, IdleNode, Outcome, Reason, RunHandle, RunId, RunningNode, State, StateNode,
+    Subscription, TaskRunnerRepository,
 };
 
 const KEYS: u32 = 1_000;
@@ -250,6 +250,38 @@ fn reason(rng: &mut Rng) -> Option<Reason> {
     (rng.below(2) == 0).then(|| Reason::from(format!("reason {}", rng.below(3))))
 }
 
+/// Runs a fresh task on `idle`; a run that starts is recorded for the ownership checks.
+fn run(
+    idle: IdleNode<u32, Item, String>,
+    rng: &mut Rng,
+    shared: &Arc<Shared>,
+) -> Option<RunHandle<String>> {
+    let (token, task) = shared.task(rng);
+    let handle = idle.run(task).ok()?;
+    shared
+        .started
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(token, handle.run_id());
+    Some(handle)
+}
+
+/// Stops `running` with a random reason; a stop that wins is recorded for the final check of
+/// its outcome.
+fn stop(running: RunningNode<u32, Item, String>, rng: &mut Rng, shared: &Shared, held: &mut Held) {
+    let id = running.run_id();
+    let why = reason(rng);
+    let handle = running.handle();
+    if running.stop(why.clone()).is_ok() {
+        held.stopped.push((handle, why.clone()));
+        shared
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, why);
+    }
+}
+
 fn hammer(repo: &Repo, shared: &Arc<Shared>, seed: u64, ops: usize) -> Held {
     let mut rng = Rng(seed);
     let mut held = Held::default();
@@ -270,13 +302,7 @@ fn hammer(repo: &Repo, shared: &Arc<Shared>, seed: u64, ops: usize) -> Held {
             // Run through a fresh node.
             0..30 => {
                 if let StateNode::Idle(idle) = repo.state_node(key) {
-                    let (token, task) = shared.task(&mut rng);
-                    if let Ok(handle) = idle.run(task) {
-                        shared
-                            .started
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(token, handle.run_id());
+                    if let Some(handle) = run(idle, &mut rng, shared) {
                         if rng.below(4) == 0 {
                             held.handles.push(handle);
                         }
@@ -286,17 +312,7 @@ fn hammer(repo: &Repo, shared: &Arc<Shared>, seed: u64, ops: usize) -> Held {
             // Stop through a fresh node.
             30..45 => {
                 if let StateNode::Running(running) = repo.state_node(key) {
-                    let id = running.run_id();
-                    let why = reason(&mut rng);
-                    let handle = running.handle();
-                    if running.stop(why.clone()).is_ok() {
-                        held.stopped.push((handle, why.clone()));
-                        shared
-                            .stopped
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(id, why);
-                    }
+                    stop(running, &mut rng, shared, &mut held);
                 }
             }
             // Keep a node to use later, when it may be stale.
@@ -311,28 +327,9 @@ fn hammer(repo: &Repo, shared: &Arc<Shared>, seed: u64, ops: usize) -> Held {
                     let index = rng.below(held.nodes.len() as u64) as usize;
                     match held.nodes.swap_remove(index) {
                         StateNode::Idle(idle) => {
-                            let (token, task) = shared.task(&mut rng);
-                            if let Ok(handle) = idle.run(task) {
-                                shared
-                                    .started
-                                    .lock()
-                                    .unwrap_or_else(PoisonError::into_inner)
-                                    .insert(token, handle.run_id());
-                            }
+                            run(idle, &mut rng, shared);
                         }
-                        StateNode::Running(running) => {
-                            let id = running.run_id();
-                            let why = reason(&mut rng);
-                            let handle = running.handle();
-                            if running.stop(why.clone()).is_ok() {
-                                held.stopped.push((handle, why.clone()));
-                                shared
-                                    .stopped
-                                    .lock()
-                                    .unwrap_or_else(PoisonError::into_inner)
-                                    .insert(id, why);
-                            }
-                        }
+                        StateNode::Running(running) => stop(running, &mut rng, shared, &mut held),
                     }
                 }
             }
