@@ -29,6 +29,65 @@ struct Entry<T> {
     f: Listener<T>,
 }
 
+/// The registered listeners, in registration order: a copy-on-write snapshot that a delivery
+/// clones in O(1). No listener and one listener, by far the most common cases, need no array.
+enum Listeners<T> {
+    None,
+    One(Arc<Entry<T>>),
+    Many(Arc<[Arc<Entry<T>>]>),
+}
+
+impl<T> Listeners<T> {
+    fn as_slice(&self) -> &[Arc<Entry<T>>] {
+        match self {
+            Self::None => &[],
+            Self::One(entry) => std::slice::from_ref(entry),
+            Self::Many(entries) => entries,
+        }
+    }
+
+    /// The listeners followed by `entry`.
+    fn with(&self, entry: Arc<Entry<T>>) -> Self {
+        match self {
+            Self::None => Self::One(entry),
+            listeners => Self::Many(
+                listeners
+                    .as_slice()
+                    .iter()
+                    .cloned()
+                    .chain([entry])
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The listeners without the one at `index`.
+    fn without(&self, index: usize) -> Self {
+        let entries = self.as_slice();
+        match entries.len() {
+            0 | 1 => Self::None,
+            2 => Self::One(Arc::clone(&entries[1 - index])),
+            _ => Self::Many(
+                entries[..index]
+                    .iter()
+                    .chain(&entries[index + 1..])
+                    .cloned()
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl<T> Clone for Listeners<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::None => Self::None,
+            Self::One(entry) => Self::One(Arc::clone(entry)),
+            Self::Many(entries) => Self::Many(Arc::clone(entries)),
+        }
+    }
+}
+
 /// Work waiting for the delivery role.
 enum Job<T> {
     /// Deliver a value to every listener registered when the delivery starts.
@@ -40,8 +99,8 @@ enum Job<T> {
 
 /// Everything behind the subject's lock.
 pub(crate) struct State<T> {
-    /// Copy-on-write snapshot of the listeners, in registration order.
-    listeners: Arc<[Arc<Entry<T>>]>,
+    /// The listeners, in registration order.
+    listeners: Listeners<T>,
     /// Id of the next listener.
     next_id: u64,
     /// The last recorded value: what [`Subject::last`] returns and `update` decides from.
@@ -49,7 +108,13 @@ pub(crate) struct State<T> {
     /// The last value whose delivery has started: what `immediate` replays.
     current: Option<Arc<T>>,
     /// Jobs recorded but not yet started, in total order.
-    queue: VecDeque<Job<T>>,
+    /// Boxed, and only once needed: most subjects never queue, and every key of a repository
+    /// has a subject.
+    #[expect(
+        clippy::box_collection,
+        reason = "one word instead of four in every subject; the box is made on first contention"
+    )]
+    queue: Option<Box<VecDeque<Job<T>>>>,
     /// The thread holding the delivery role, if any.
     drainer: Option<ThreadId>,
     /// Jobs started by the delivery role.
@@ -57,7 +122,7 @@ pub(crate) struct State<T> {
     /// Jobs finished by the delivery role; `started - finished` is 0 or 1.
     finished: u64,
     /// Threads blocked in an unsubscribe until the in-flight job finishes.
-    waiters: usize,
+    waiters: u32,
     /// Bumped by every recorded value (the initial value counts as 1).
     pub(crate) version: u64,
     /// Set when the last [`Subject`] handle is dropped.
@@ -86,7 +151,7 @@ impl<T> Inner<T> {
     fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
-        let listeners = mem::replace(&mut state.listeners, Arc::from([]));
+        let listeners = mem::replace(&mut state.listeners, Listeners::None);
         let queue = mem::take(&mut state.queue);
         let current = state.current.take();
         drop(state);
@@ -99,16 +164,12 @@ impl<T> Inner<T> {
 impl<T: Send + Sync + 'static> Unsubscribe for Inner<T> {
     fn unsubscribe(&self, id: u64) {
         let mut state = self.lock();
-        let Ok(index) = state.listeners.binary_search_by_key(&id, |entry| entry.id) else {
+        let entries = state.listeners.as_slice();
+        let Ok(index) = entries.binary_search_by_key(&id, |entry| entry.id) else {
             return;
         };
-        let removed = Arc::clone(&state.listeners[index]);
-        let rest: Arc<[Arc<Entry<T>>]> = state
-            .listeners
-            .iter()
-            .filter(|entry| entry.id != id)
-            .cloned()
-            .collect();
+        let removed = Arc::clone(&entries[index]);
+        let rest = state.listeners.without(index);
         let old = mem::replace(&mut state.listeners, rest);
         removed.active.store(false, Ordering::Release);
         // Another thread may be calling this very listener right now: wait for the job in
@@ -131,7 +192,7 @@ impl<T: Send + Sync + 'static> Unsubscribe for Inner<T> {
 /// What one job does once the lock is released.
 enum Work<T> {
     Deliver {
-        listeners: Arc<[Arc<Entry<T>>]>,
+        listeners: Listeners<T>,
         value: Arc<T>,
         previous: Option<Arc<T>>,
     },
@@ -161,7 +222,7 @@ impl<T> Work<T> {
                 value,
                 previous,
             } => {
-                for entry in listeners.iter() {
+                for entry in listeners.as_slice() {
                     if let Some(payload) = call(entry, &value) {
                         record(payload);
                     }
@@ -253,12 +314,12 @@ impl<T: Send + Sync + 'static> Subject<T> {
 
     fn from_value(value: Option<Arc<T>>) -> Self {
         let state = State {
-            listeners: Arc::from([]),
+            listeners: Listeners::None,
             next_id: 0,
             version: u64::from(value.is_some()),
             current: value.clone(),
             last: value,
-            queue: VecDeque::new(),
+            queue: None,
             drainer: None,
             started: 0,
             finished: 0,
@@ -328,12 +389,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
             active: AtomicBool::new(true),
             f,
         });
-        let listeners: Arc<[Arc<Entry<T>>]> = state
-            .listeners
-            .iter()
-            .cloned()
-            .chain([Arc::clone(&entry)])
-            .collect();
+        let listeners = state.listeners.with(Arc::clone(&entry));
         let old = mem::replace(&mut state.listeners, listeners);
         let weak: Weak<Inner<T>> = Arc::downgrade(&self.inner);
         let subscription = Subscription::new(weak, id);
@@ -367,12 +423,12 @@ impl<T: Send + Sync + 'static> Subject<T> {
             }
             Some(_) => {
                 // Before the next delivery, after the replays already waiting (same value).
-                let at = state
-                    .queue
+                let queue = state.queue.get_or_insert_default();
+                let at = queue
                     .iter()
                     .position(|job| matches!(job, Job::Deliver(_)))
-                    .unwrap_or(state.queue.len());
-                state.queue.insert(at, Job::Replay(entry, value));
+                    .unwrap_or(queue.len());
+                queue.insert(at, Job::Replay(entry, value));
                 drop(state);
                 drop(old);
             }
@@ -473,7 +529,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
     /// assert_eq!(subject.listener_count(), 0);
     /// ```
     pub fn listener_count(&self) -> usize {
-        self.inner.lock().listeners.len()
+        self.inner.lock().listeners.as_slice().len()
     }
 
     /// Returns a stream of the latest value; see [`SubjectStream`].
@@ -511,7 +567,10 @@ impl<T: Send + Sync + 'static> Subject<T> {
             state.drainer = Some(sync::current_thread());
             Some(start(&mut state, Job::Deliver(value)))
         } else {
-            state.queue.push_back(Job::Deliver(value));
+            state
+                .queue
+                .get_or_insert_default()
+                .push_back(Job::Deliver(value));
             None
         };
         drop(state);
@@ -541,7 +600,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
             if state.waiters > 0 {
                 self.inner.job_finished.notify_all();
             }
-            match state.queue.pop_front() {
+            match state.queue.as_mut().and_then(|queue| queue.pop_front()) {
                 Some(job) => work = start(&mut state, job),
                 None => {
                     state.drainer = None;
@@ -561,7 +620,7 @@ fn start<T>(state: &mut State<T>, job: Job<T>) -> Work<T> {
     state.started += 1;
     match job {
         Job::Deliver(value) => Work::Deliver {
-            listeners: Arc::clone(&state.listeners),
+            listeners: state.listeners.clone(),
             previous: state.current.replace(Arc::clone(&value)),
             value,
         },
@@ -597,10 +656,13 @@ impl<T> fmt::Debug for Subject<T> {
         let mut out = f.debug_struct("Subject");
         match sync::try_lock(&self.inner.state) {
             Some(state) => out
-                .field("listeners", &state.listeners.len())
+                .field("listeners", &state.listeners.as_slice().len())
                 .field("has_value", &state.last.is_some())
                 .field("delivering", &state.drainer.is_some())
-                .field("queued", &state.queue.len()),
+                .field(
+                    "queued",
+                    &state.queue.as_ref().map_or(0, |queue| queue.len()),
+                ),
             None => out.field("state", &format_args!("<locked>")),
         };
         out.finish_non_exhaustive()

@@ -23,13 +23,17 @@ use std::sync::{PoisonError, TryLockError};
 /// only compared while the thread holding the delivery role is alive.
 #[cfg(not(loom))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ThreadId(usize);
+pub(crate) struct ThreadId(std::num::NonZeroUsize);
 
 /// The id of the calling thread.
 #[cfg(not(loom))]
 pub(crate) fn current_thread() -> ThreadId {
     thread_local!(static MARK: u8 = const { 0 });
-    MARK.with(|mark| ThreadId(std::ptr::from_ref(mark) as usize))
+    // Non-zero (so `Option<ThreadId>` is one word): the address of a live thread-local.
+    MARK.with(|mark| {
+        let address = std::ptr::from_ref(mark).addr();
+        ThreadId(std::num::NonZeroUsize::new(address).unwrap_or(std::num::NonZeroUsize::MIN))
+    })
 }
 
 /// The id of the calling thread.

@@ -125,6 +125,44 @@ fn listeners_are_called_in_registration_order() {
 }
 
 #[test]
+fn any_listener_can_leave_at_any_count() {
+    // Every count from 3 down to 0, removing each position in turn: the survivors, and only
+    // they, receive the next value, in registration order.
+    for order in [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ] {
+        let subject = Subject::new();
+        let log = Log::<(usize, u32)>::default();
+        let mut subscriptions: Vec<Option<Subscription>> = (0..3)
+            .map(|index| {
+                let log = log.clone();
+                Some(subject.listen(move |value: &u32| log.push((index, *value)), false))
+            })
+            .collect();
+        for (round, &leaving) in (0_u32..).zip(&order) {
+            drop(subscriptions[leaving].take());
+            subject.next(round);
+            let expected: Vec<(usize, u32)> = (0..3)
+                .filter(|&index| subscriptions[index].is_some())
+                .map(|index| (index, round))
+                .collect();
+            assert_eq!(log.take(), expected, "order {order:?}, round {round}");
+            assert_eq!(subject.listener_count(), expected.len());
+        }
+        // And the subject takes listeners again once empty.
+        let again = log.clone();
+        let _again = subject.listen(move |value: &u32| again.push((3, *value)), false);
+        subject.next(9);
+        assert_eq!(log.take(), [(3, 9)]);
+    }
+}
+
+#[test]
 fn unsubscribing_twice_is_harmless() {
     let subject = Subject::new();
     let log = Log::<u32>::default();
