@@ -2,8 +2,8 @@
 
 use std::borrow::Borrow;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, hash_map};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
@@ -181,23 +181,27 @@ impl<K: Eq + Hash + Clone, V, S: BuildHasher> Registry<K, V, S> {
     pub fn allocate(&self, key: K) -> Lease<K, V, S> {
         let value = {
             let mut entries = lock(&self.inner.entries);
-            if let Some(entry) = entries.get(&key) {
-                // Cannot overflow: every lease also holds a strong count of `entry.shared`, and
-                // `Arc` aborts before its count reaches `usize::MAX`.
-                entry.leases.set(entry.leases.get() + 1);
-                Arc::clone(&entry.shared)
-            } else {
-                let value = (self.inner.init)(&key);
-                let shared = Arc::new(Shared {
-                    key: key.clone(),
-                    value,
-                });
-                let entry = Entry {
-                    shared: Arc::clone(&shared),
-                    leases: Cell::new(1),
-                };
-                entries.insert(key, entry);
-                shared
+            // One hash and one probe, whether the key is new or not.
+            match entries.entry(key) {
+                hash_map::Entry::Occupied(occupied) => {
+                    let entry = occupied.get();
+                    // Cannot overflow: every lease also holds a strong count of
+                    // `entry.shared`, and `Arc` aborts before its count reaches `usize::MAX`.
+                    entry.leases.set(entry.leases.get() + 1);
+                    Arc::clone(&entry.shared)
+                }
+                hash_map::Entry::Vacant(vacant) => {
+                    let value = (self.inner.init)(vacant.key());
+                    let shared = Arc::new(Shared {
+                        key: vacant.key().clone(),
+                        value,
+                    });
+                    vacant.insert(Entry {
+                        shared: Arc::clone(&shared),
+                        leases: Cell::new(1),
+                    });
+                    shared
+                }
             }
         };
         Lease::new(Arc::clone(&self.inner), value)
