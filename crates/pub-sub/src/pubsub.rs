@@ -13,6 +13,32 @@ use crate::topic::{Subscription, Topic, TopicStream};
 
 /// Computes the value a topic starts with when its key is allocated.
 type InitialValueFn<K, V> = dyn Fn(&K) -> Option<V> + Send + Sync;
+/// Where a topic's first value comes from.
+enum Initial<K, V> {
+    /// Computed for each key when it is allocated.
+    PerKey(Arc<InitialValueFn<K, V>>),
+    /// One value every key starts from, shared by all of them.
+    Shared(Arc<V>),
+}
+
+impl<K, V> Initial<K, V> {
+    fn for_key(&self, key: &K) -> Option<Arc<V>> {
+        match self {
+            Self::PerKey(f) => f(key).map(Arc::new),
+            Self::Shared(value) => Some(Arc::clone(value)),
+        }
+    }
+}
+
+impl<K, V> Clone for Initial<K, V> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::PerKey(f) => Self::PerKey(Arc::clone(f)),
+            Self::Shared(value) => Self::Shared(Arc::clone(value)),
+        }
+    }
+}
+
 /// `true` means "forget the key once nobody holds it".
 type ShouldCleanupFn<K, V> = dyn Fn(&K, &V) -> bool + Send + Sync;
 
@@ -57,7 +83,7 @@ type ShouldCleanupFn<K, V> = dyn Fn(&K, &V) -> bool + Send + Sync;
 /// [`Subject`]: keyrunner_subject::Subject
 pub struct PubSub<K, V, S = RandomState> {
     registry: Registry<K, Slot<V>, S>,
-    initial_value: Option<Arc<InitialValueFn<K, V>>>,
+    initial_value: Option<Initial<K, V>>,
     should_cleanup: Option<Arc<ShouldCleanupFn<K, V>>>,
 }
 
@@ -201,8 +227,7 @@ where
             None => self
                 .initial_value
                 .as_ref()
-                .and_then(|initial_value| initial_value(key))
-                .map(Arc::new),
+                .and_then(|initial| initial.for_key(key)),
         }
     }
 
@@ -342,7 +367,7 @@ impl<K, V, S> fmt::Debug for PubSub<K, V, S> {
 /// assert!(outcomes.is_allocated(&2));
 /// ```
 pub struct Builder<K, V, S = RandomState> {
-    initial_value: Option<Arc<InitialValueFn<K, V>>>,
+    initial_value: Option<Initial<K, V>>,
     should_cleanup: Option<Arc<ShouldCleanupFn<K, V>>>,
     hasher: S,
 }
@@ -362,7 +387,32 @@ where
     /// this `PubSub`. [`PubSub::last`] also calls it, without the lock, for an unallocated key.
     #[must_use]
     pub fn initial_value(mut self, f: impl Fn(&K) -> Option<V> + Send + Sync + 'static) -> Self {
-        self.initial_value = Some(Arc::new(f));
+        self.initial_value = Some(Initial::PerKey(Arc::new(f)));
+        self
+    }
+
+    /// Every topic starts from `value`: the same as [`initial_value`](Self::initial_value) with a
+    /// constant, but the one value is shared by every key (as one `Arc`), so allocating a key
+    /// costs no allocation for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_pub_sub::PubSub;
+    ///
+    /// let topics = PubSub::<u32, &str>::builder()
+    ///     .shared_initial_value("idle")
+    ///     .build();
+    /// let seven = topics.subject(7);
+    /// assert_eq!(seven.last().as_deref(), Some(&"idle"));
+    /// assert!(std::sync::Arc::ptr_eq(
+    ///     &seven.last().unwrap(),
+    ///     &topics.last(&8).unwrap(),
+    /// ));
+    /// ```
+    #[must_use]
+    pub fn shared_initial_value(mut self, value: V) -> Self {
+        self.initial_value = Some(Initial::Shared(Arc::new(value)));
         self
     }
 
@@ -402,7 +452,7 @@ where
     {
         let init = self.initial_value.clone();
         let registry = Registry::builder(move |key: &K| {
-            Slot::new(init.as_ref().and_then(|initial_value| initial_value(key)))
+            Slot::new(init.as_ref().and_then(|initial| initial.for_key(key)))
         });
         let registry = match self.should_cleanup.clone() {
             Some(should_cleanup) => registry.cleanup(move |key: &K, slot: &Slot<V>| {

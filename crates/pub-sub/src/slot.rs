@@ -1,5 +1,7 @@
 //! The value a topic's key holds in the registry: its subject and whether it ever emitted.
 
+use std::sync::Arc;
+
 use keyrunner_subject::Subject;
 
 use crate::sync::{AtomicBool, Ordering};
@@ -15,9 +17,9 @@ pub(crate) struct Slot<V> {
 
 impl<V: Send + Sync + 'static> Slot<V> {
     /// A slot whose subject starts with `initial` (which is not an emission).
-    pub(crate) fn new(initial: Option<V>) -> Self {
+    pub(crate) fn new(initial: Option<Arc<V>>) -> Self {
         let subject = match initial {
-            Some(value) => Subject::with_value(value),
+            Some(value) => Subject::with_shared_value(value),
             None => Subject::new(),
         };
         Self {

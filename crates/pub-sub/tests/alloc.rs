@@ -1,4 +1,5 @@
-//! `next` to a key nobody holds allocates nothing (a counting global allocator proves it).
+//! `next` to a key nobody holds allocates nothing, and a shared initial value is never copied
+//! per key (a counting global allocator proves both).
 //!
 //! The allocator counts every thread, so this binary holds this one test only: no other test
 //! allocates while it measures.
@@ -45,4 +46,26 @@ fn next_to_an_unwatched_key_allocates_nothing() {
     let value = "keep me".to_owned();
     assert!(allocations_during(|| picky.next(3, value)) > 0);
     assert!(picky.is_allocated(&3));
+
+    // A shared initial value: reading a key that is not allocated allocates nothing, and
+    // allocating a key costs exactly one allocation less than with the same value per key.
+    let shared = PubSub::<u64, u64>::builder()
+        .shared_initial_value(7)
+        .build();
+    let per_key = PubSub::<u64, u64>::builder()
+        .initial_value(|_| Some(7))
+        .build();
+    // Let both registries grow their tables first.
+    drop((shared.subject(0), per_key.subject(0)));
+    assert_eq!(
+        allocations_during(|| assert_eq!(*shared.last(&1).unwrap(), 7)),
+        0
+    );
+    assert_eq!(
+        allocations_during(|| assert_eq!(*per_key.last(&1).unwrap(), 7)),
+        1
+    );
+    let with_shared = allocations_during(|| drop(shared.listen(1, |_| {}, true)));
+    let with_copies = allocations_during(|| drop(per_key.listen(1, |_| {}, true)));
+    assert_eq!(with_shared + 1, with_copies);
 }

@@ -312,6 +312,25 @@ impl<T: Send + Sync + 'static> Subject<T> {
         Self::from_value(Some(Arc::new(value)))
     }
 
+    /// Creates a subject whose last value is `value`, an `Arc` that may be shared: with
+    /// [`with_value`](Self::with_value), but without allocating, so many subjects can start from
+    /// one value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use keyrunner_subject::Subject;
+    ///
+    /// let idle = Arc::new("idle");
+    /// let a = Subject::with_shared_value(Arc::clone(&idle));
+    /// let b = Subject::with_shared_value(Arc::clone(&idle));
+    /// assert!(Arc::ptr_eq(&a.last().unwrap(), &b.last().unwrap()));
+    /// ```
+    pub fn with_shared_value(value: Arc<T>) -> Self {
+        Self::from_value(Some(value))
+    }
+
     fn from_value(value: Option<Arc<T>>) -> Self {
         let state = State {
             listeners: Listeners::None,

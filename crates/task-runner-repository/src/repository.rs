@@ -171,7 +171,7 @@ where
     /// A repository that hashes keys with `hasher`.
     pub fn with_hasher(spawner: impl Spawn, hasher: H) -> Self {
         let topics = PubSub::builder()
-            .initial_value(|_: &K| Some(Slot::idle(None)))
+            .shared_initial_value(Slot::idle(None))
             // An idle key nobody holds is forgotten; a running key is held by its driver anyway.
             .should_cleanup(|_: &K, slot: &Slot<S, E>| slot.state.is_idle())
             .hasher(hasher)
