@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
+use std::mem;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use event_listener::{Event, EventListener};
 use futures_core::Stream;
 use keyrunner_pub_sub::Topic;
 use pin_project_lite::pin_project;
+use slab::Slab;
 
 use crate::abort::{AbortCallback, AbortController, AbortSignal};
 use crate::panics::{Deferred, Payload, discard};
@@ -58,16 +60,76 @@ pub(crate) struct RunCore<E> {
     /// of one key get increasing ids in the order they start. Read only after that.
     id: AtomicU64,
     pub(crate) abort: AbortController,
-    /// Written once, by whoever wins the transition that ends the run, inside that transition.
-    outcome: Mutex<Option<Outcome<E>>>,
-    /// Set once the stream has been dropped; what handles wait for.
+    /// The outcome and the handles waiting for it.
+    completion: Mutex<Completion<E>>,
+    /// Set once the stream has been dropped, before the waiting handles are taken (under
+    /// `completion`'s lock) to be woken; what handles wait for.
     finished: AtomicBool,
     /// Set when the executor dropped the driver without polling it.
     refused: AtomicBool,
     /// The driver's waker, woken by a stop. (Not the signal's event: that one allocates a
     /// listener per waiter, and every run has a driver waiting.)
     driver: Mutex<Option<Waker>>,
-    done: Event,
+}
+
+/// How a run ended, and who waits to hear it.
+struct Completion<E> {
+    /// Written once, by whoever wins the transition that ends the run, inside that transition.
+    outcome: Option<Outcome<E>>,
+    waiters: Waiters,
+}
+
+/// The wakers of the handles awaiting a run, one slot per handle, re-armed in place: awaiting
+/// allocates nothing for the first handle, and a slab slot for each further one.
+#[derive(Default)]
+struct Waiters {
+    first: Option<Waker>,
+    more: Slab<Waker>,
+}
+
+/// Which [`Waiters`] slot a handle holds.
+#[derive(Clone, Copy, Debug)]
+enum WaitSlot {
+    First,
+    More(usize),
+}
+
+impl Waiters {
+    /// Stores `waker` in the handle's slot, taking a free one if it has none.
+    fn register(&mut self, slot: &mut Option<WaitSlot>, waker: &Waker) {
+        let known = match *slot {
+            Some(WaitSlot::First) => self.first.as_mut(),
+            Some(WaitSlot::More(index)) => self.more.get_mut(index),
+            None => None,
+        };
+        if let Some(known) = known {
+            if !known.will_wake(waker) {
+                known.clone_from(waker);
+            }
+        } else if self.first.is_none() {
+            self.first = Some(waker.clone());
+            *slot = Some(WaitSlot::First);
+        } else {
+            *slot = Some(WaitSlot::More(self.more.insert(waker.clone())));
+        }
+    }
+
+    fn remove(&mut self, slot: WaitSlot) -> Option<Waker> {
+        match slot {
+            WaitSlot::First => self.first.take(),
+            WaitSlot::More(index) => self.more.try_remove(index),
+        }
+    }
+
+    fn wake_all(self) {
+        for waker in self
+            .first
+            .into_iter()
+            .chain(self.more.into_iter().map(|(_, w)| w))
+        {
+            waker.wake();
+        }
+    }
 }
 
 impl<E> RunCore<E> {
@@ -75,11 +137,13 @@ impl<E> RunCore<E> {
         Self {
             id: AtomicU64::new(0),
             abort: AbortController::new(),
-            outcome: Mutex::new(None),
+            completion: Mutex::new(Completion {
+                outcome: None,
+                waiters: Waiters::default(),
+            }),
             finished: AtomicBool::new(false),
             refused: AtomicBool::new(false),
             driver: Mutex::new(None),
-            done: Event::new(),
         }
     }
 
@@ -93,7 +157,7 @@ impl<E> RunCore<E> {
     }
 
     pub(crate) fn set_outcome(&self, outcome: Outcome<E>) {
-        *lock(&self.outcome) = Some(outcome);
+        lock(&self.completion).outcome = Some(outcome);
     }
 
     /// Fires the run's signal and wakes its driver, which then drops the stream.
@@ -121,7 +185,13 @@ impl<E> RunCore<E> {
 
     fn finish(&self) {
         self.finished.store(true, Ordering::Release);
-        self.done.notify(usize::MAX);
+        let waiters = mem::take(&mut lock(&self.completion).waiters);
+        // Woken outside the lock: a waker may run anything, this run's handles included.
+        waiters.wake_all();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 }
 
@@ -469,15 +539,13 @@ fn panicked<E>(payload: Payload) -> Outcome<E> {
 #[must_use = "dropping a RunHandle detaches it: the run goes on"]
 pub struct RunHandle<E> {
     run: Arc<dyn ErasedRun<E>>,
-    listener: Option<EventListener>,
+    /// The slot this handle's waker is kept in while it waits.
+    waiting: Option<WaitSlot>,
 }
 
 impl<E> RunHandle<E> {
     pub(crate) fn new(run: Arc<dyn ErasedRun<E>>) -> Self {
-        Self {
-            run,
-            listener: None,
-        }
+        Self { run, waiting: None }
     }
 
     /// The run this handle awaits.
@@ -495,7 +563,7 @@ impl<E> RunHandle<E> {
     /// Whether the run has ended and its stream has been dropped.
     #[must_use]
     pub fn is_finished(&self) -> bool {
-        self.run.core().finished.load(Ordering::Acquire)
+        self.run.core().is_finished()
     }
 
     /// The run's outcome, once it is finished.
@@ -507,7 +575,8 @@ impl<E> RunHandle<E> {
         // Every path that finishes a run records an outcome first; `Lost` is a safe default
         // should a driver ever be torn down in a way that skipped it.
         Some(
-            lock(&self.run.core().outcome)
+            lock(&self.run.core().completion)
+                .outcome
                 .clone()
                 .unwrap_or(Outcome::Lost),
         )
@@ -527,22 +596,38 @@ impl<E> Future for RunHandle<E> {
     type Output = Outcome<E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<E>> {
-        loop {
-            if let Some(outcome) = self.outcome() {
-                self.listener = None;
-                return Poll::Ready(outcome);
-            }
-            match self.listener.as_mut() {
-                None => {
-                    let listener = self.run.core().done.listen();
-                    self.listener = Some(listener);
-                }
-                Some(listener) => match Pin::new(listener).poll(cx) {
-                    Poll::Ready(()) => self.listener = None,
-                    Poll::Pending => return Poll::Pending,
-                },
+        let this = &mut *self;
+        let core = this.run.core();
+        if !core.is_finished() {
+            let mut completion = lock(&core.completion);
+            // Looked at again under the lock: `finish` sets the flag before it takes the
+            // waiters under this lock, so either it takes this waker or this sees the flag.
+            if !core.is_finished() {
+                completion.waiters.register(&mut this.waiting, cx.waker());
+                return Poll::Pending;
             }
         }
+        // `finish` took the waiters: the slot is gone.
+        this.waiting = None;
+        Poll::Ready(this.outcome().unwrap_or(Outcome::Lost))
+    }
+}
+
+impl<E> Drop for RunHandle<E> {
+    fn drop(&mut self) {
+        let Some(slot) = self.waiting.take() else {
+            return;
+        };
+        let core = self.run.core();
+        let mut completion = lock(&core.completion);
+        // After `finish` the slots were taken, and a freed one may belong to another handle.
+        let waker = if core.is_finished() {
+            None
+        } else {
+            completion.waiters.remove(slot)
+        };
+        drop(completion);
+        drop(waker);
     }
 }
 

@@ -225,6 +225,67 @@ fn a_handle_can_be_awaited_by_several_parties_and_dropping_it_detaches() {
     assert_eq!(*results.lock().unwrap(), vec![Outcome::Completed; 3]);
 }
 
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for CountingWaker {
+    fn wake_by_ref(this: &Arc<Self>) {
+        this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl CountingWaker {
+    fn wakes(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn waiting_handles_can_leave_come_back_and_change_wakers() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    fn poll(
+        handle: &mut keyrunner_task_runner_repository::RunHandle<String>,
+        waker: &Arc<CountingWaker>,
+    ) -> Poll<Outcome<String>> {
+        let waker = futures::task::waker(Arc::clone(waker));
+        Pin::new(handle).poll(&mut Context::from_waker(&waker))
+    }
+
+    let manual = Manual::default();
+    let mut pool = LocalPool::new();
+    let repo: Repo = manual.repository();
+    let (tx, rx) = mpsc::unbounded::<u32>();
+    let handle = repo.run("k", move |_| rx).unwrap();
+    manual.drive(&mut pool);
+
+    let mut handles: Vec<_> = (0..4).map(|_| handle.clone()).collect();
+    let wakers: Vec<Arc<CountingWaker>> = (0..6).map(|_| Arc::default()).collect();
+    for (handle, waker) in handles.iter_mut().zip(&wakers) {
+        assert!(poll(handle, waker).is_pending());
+    }
+    // Two waiting handles leave, a new one comes, one changes its waker.
+    drop(handles.remove(2));
+    drop(handles.remove(0));
+    let mut late = handle.clone();
+    assert!(poll(&mut late, &wakers[4]).is_pending());
+    assert!(poll(&mut handles[0], &wakers[5]).is_pending());
+
+    tx.unbounded_send(1).unwrap();
+    drop(tx);
+    manual.drive(&mut pool);
+    let woken: Vec<usize> = wakers.iter().map(|waker| waker.wakes()).collect();
+    // Handle 1 moved from waker 1 to waker 5; handles 0 and 2 left; 3 and the late one wait.
+    assert_eq!(woken, [0, 0, 0, 1, 1, 1]);
+    for handle in handles.iter_mut().chain([&mut late]) {
+        assert_eq!(poll(handle, &wakers[0]), Poll::Ready(Outcome::Completed));
+    }
+    assert_eq!(wakers[0].wakes(), 0, "a finished run registers no waker");
+}
+
 #[test]
 fn the_last_outcome_is_kept_while_a_handle_lives_and_forgotten_after() {
     let manual = Manual::default();

@@ -282,3 +282,24 @@ fn shutdown_racing_run_lets_no_driver_escape() {
         assert!(!repo.is_running(&0));
     });
 }
+
+/// A handle awaited while its run completes on another thread: the handle parks its own loom
+/// thread until woken, so a wake-up lost between its check and its registration is a deadlock
+/// loom reports. A second handle that waits and then leaves must not take the first one's
+/// wake-up with it.
+#[test]
+fn awaiting_a_handle_racing_completion_is_always_woken() {
+    loom::model(|| {
+        let (repo, spawned) = repository();
+        let handle = repo.run(0, |_| stream::iter([1])).unwrap();
+        let mut leaving = handle.clone();
+        let driver = spawned.take_one().unwrap();
+
+        let executor = thread::spawn(move || drive(driver));
+        let waker = futures::task::noop_waker();
+        let _ = Pin::new(&mut leaving).poll(&mut Context::from_waker(&waker));
+        drop(leaving);
+        assert_eq!(loom::future::block_on(handle), Outcome::Completed);
+        executor.join().unwrap();
+    });
+}
