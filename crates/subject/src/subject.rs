@@ -7,9 +7,7 @@ use std::mem;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 
-use event_listener::Event;
-
-use crate::stream::SubjectStream;
+use crate::stream::{Streams, SubjectStream};
 use crate::subscription::{Subscription, Unsubscribe};
 use crate::sync::{self, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, ThreadId};
 
@@ -134,10 +132,9 @@ pub(crate) struct Inner<T> {
     pub(crate) state: Mutex<State<T>>,
     /// Signalled when a job finishes while someone waits to unsubscribe.
     job_finished: Condvar,
-    /// Notified when a value is recorded (if a stream is parked) and on close.
-    pub(crate) changed: Event,
-    /// Streams currently registered on `changed`.
-    pub(crate) parked_streams: AtomicUsize,
+    /// What the streams read without locking, and where they wait; woken when a value is
+    /// recorded and on close.
+    pub(crate) streams: Streams,
     /// Live [`Subject`] handles; the subject closes when it reaches zero.
     handles: AtomicUsize,
 }
@@ -157,7 +154,7 @@ impl<T> Inner<T> {
         drop(state);
         // User closures and values are dropped outside the lock.
         drop((listeners, queue, current));
-        self.changed.notify(usize::MAX);
+        self.streams.close();
     }
 }
 
@@ -345,12 +342,12 @@ impl<T: Send + Sync + 'static> Subject<T> {
             waiters: 0,
             closed: false,
         };
+        let streams = Streams::new(state.version);
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 job_finished: Condvar::new(),
-                changed: Event::new(),
-                parked_streams: AtomicUsize::new(0),
+                streams,
                 handles: AtomicUsize::new(1),
             }),
         }
@@ -580,6 +577,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
     fn emit(&self, mut state: MutexGuard<'_, State<T>>, value: Arc<T>) {
         let previous = state.last.replace(Arc::clone(&value));
         state.version += 1;
+        self.inner.streams.record(state.version);
         // Nobody delivers, so nothing is queued: this thread takes the role and starts its
         // value at once, under this same lock, so no replay can slip in before it.
         let work = if state.drainer.is_none() {
@@ -596,9 +594,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
         // Never the last reference: a recorded value stays in `current` or in the queue until a
         // later value replaces it there, so this drop runs no user code.
         drop(previous);
-        if self.inner.parked_streams.load(Ordering::Acquire) > 0 {
-            self.inner.changed.notify(usize::MAX);
-        }
+        self.inner.wake_streams();
         if let Some(work) = work {
             self.drain(work);
         }

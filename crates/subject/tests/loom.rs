@@ -1,10 +1,14 @@
-//! Model checks of the delivery role: every interleaving of tiny scenarios.
+//! Model checks of the delivery role and of stream wake-ups: every interleaving of tiny
+//! scenarios.
 #![cfg(loom)]
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 
-use keyrunner_subject::Subject;
+use futures::Stream;
+use keyrunner_subject::{Subject, SubjectStream};
 use loom::thread;
 
 /// A log that listeners push into; plain `std`, since listeners never run concurrently.
@@ -110,5 +114,141 @@ fn immediate_listen_racing_next_sees_no_duplicate_or_reordering() {
         let seen = log.get();
         assert!(seen == [0, 1] || seen == [1], "{seen:?}");
         drop(subscription);
+    });
+}
+
+/// A waker that counts its wake-ups; plain `std`, read only after the threads are joined.
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+impl Wake for Counter {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// One stream and the waker it is polled with.
+struct Polled {
+    stream: SubjectStream<u32>,
+    wakes: Arc<Counter>,
+}
+
+impl Polled {
+    fn new(stream: SubjectStream<u32>) -> Self {
+        Self {
+            stream,
+            wakes: Arc::default(),
+        }
+    }
+
+    fn poll(&mut self) -> Poll<Option<u32>> {
+        let waker = Waker::from(Arc::clone(&self.wakes));
+        Pin::new(&mut self.stream).poll_next(&mut Context::from_waker(&waker))
+    }
+
+    fn woken(&self) -> bool {
+        self.wakes.0.load(Ordering::SeqCst) > 0
+    }
+
+    /// After a `Pending` poll raced a change: the stream must have been woken, and must now
+    /// yield `expected`.
+    fn assert_woken_then(&mut self, expected: Option<u32>) {
+        assert!(self.woken(), "lost wake-up");
+        assert_eq!(self.poll(), Poll::Ready(expected));
+    }
+}
+
+#[test]
+fn a_value_recorded_while_a_stream_parks_wakes_it() {
+    loom::model(|| {
+        let subject = Subject::with_value(0);
+        let mut polled = Polled::new(subject.stream());
+        assert_eq!(polled.poll(), Poll::Ready(Some(0)));
+        let publisher = {
+            let subject = subject.clone();
+            thread::spawn(move || subject.next(1))
+        };
+        let first = polled.poll();
+        publisher.join().expect("the publisher does not panic");
+        match first {
+            Poll::Ready(item) => assert_eq!(item, Some(1)),
+            Poll::Pending => polled.assert_woken_then(Some(1)),
+        }
+        assert_eq!(polled.poll(), Poll::Pending);
+    });
+}
+
+#[test]
+fn a_stream_created_while_a_value_is_recorded_is_woken() {
+    loom::model(|| {
+        let subject = Subject::new();
+        let consumer = {
+            let subject = subject.clone();
+            thread::spawn(move || {
+                let mut polled = Polled::new(subject.stream());
+                let first = polled.poll();
+                (polled, first)
+            })
+        };
+        subject.next(1);
+        let (mut polled, first) = consumer.join().expect("the consumer does not panic");
+        match first {
+            Poll::Ready(item) => assert_eq!(item, Some(1)),
+            Poll::Pending => polled.assert_woken_then(Some(1)),
+        }
+    });
+}
+
+#[test]
+fn racing_publishers_leave_a_parking_stream_with_the_last_value() {
+    loom::model(|| {
+        let subject = Subject::with_value(0);
+        let mut polled = Polled::new(subject.stream());
+        assert_eq!(polled.poll(), Poll::Ready(Some(0)));
+        let publishers: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|value| {
+                let subject = subject.clone();
+                thread::spawn(move || subject.next(value))
+            })
+            .collect();
+        let mut seen = Vec::new();
+        // Poll until parked: items may come in while the publishers run.
+        while let Poll::Ready(item) = polled.poll() {
+            seen.push(item.expect("the subject is open"));
+        }
+        for publisher in publishers {
+            publisher.join().expect("publishers do not panic");
+        }
+        let last = *subject.last().expect("a value was recorded");
+        if seen.last() != Some(&last) {
+            polled.assert_woken_then(Some(last));
+        }
+        assert_eq!(polled.poll(), Poll::Pending);
+    });
+}
+
+#[test]
+fn close_wakes_every_parked_stream_across_batches() {
+    loom::model(|| {
+        let subject = Subject::<u32>::new();
+        let mut parked = Polled::new(subject.stream());
+        assert_eq!(parked.poll(), Poll::Pending);
+        let racing = {
+            let stream = subject.stream();
+            thread::spawn(move || {
+                let mut polled = Polled::new(stream);
+                let first = polled.poll();
+                (polled, first)
+            })
+        };
+        let closer = thread::spawn(move || drop(subject));
+        closer.join().expect("closing does not panic");
+        let (mut racing, first) = racing.join().expect("the consumer does not panic");
+        parked.assert_woken_then(None);
+        match first {
+            Poll::Ready(item) => assert_eq!(item, None),
+            Poll::Pending => racing.assert_woken_then(None),
+        }
     });
 }
