@@ -24,7 +24,8 @@ struct Inner {
 struct SignalState {
     fired: bool,
     reason: Option<Reason>,
-    callbacks: Slab<Callback>,
+    /// Boxed on the first callback: every run has a signal, few register callbacks.
+    callbacks: Option<Box<Slab<Callback>>>,
 }
 
 /// The side that fires an [`AbortSignal`].
@@ -112,7 +113,7 @@ impl Default for AbortSignal {
                 state: Mutex::new(SignalState {
                     fired: false,
                     reason: None,
-                    callbacks: Slab::new(),
+                    callbacks: None,
                 }),
                 event: Event::new(),
             }),
@@ -163,7 +164,10 @@ impl AbortSignal {
                 slot: 0,
             };
         }
-        let slot = state.callbacks.insert(Box::new(callback));
+        let slot = state
+            .callbacks
+            .get_or_insert_default()
+            .insert(Box::new(callback));
         AbortCallback {
             signal: Some(self.clone()),
             slot,
@@ -189,7 +193,10 @@ impl AbortSignal {
         };
         self.inner.event.notify(usize::MAX);
         let mut first_panic = None;
-        for (_, callback) in callbacks {
+        for (_, callback) in callbacks
+            .into_iter()
+            .flat_map(|callbacks| callbacks.into_iter())
+        {
             let result = panic::catch_unwind(AssertUnwindSafe(|| callback(reason.as_ref())));
             if let Err(payload) = result {
                 first_panic.get_or_insert(payload);
@@ -288,7 +295,10 @@ impl Drop for AbortCallback {
                 if state.fired {
                     None
                 } else {
-                    state.callbacks.try_remove(self.slot)
+                    state
+                        .callbacks
+                        .as_mut()
+                        .and_then(|callbacks| callbacks.try_remove(self.slot))
                 }
             };
             // Dropped outside the lock: the callback's captures may do anything on drop.

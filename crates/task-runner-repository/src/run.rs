@@ -80,11 +80,12 @@ struct Completion<E> {
 }
 
 /// The wakers of the handles awaiting a run, one slot per handle, re-armed in place: awaiting
-/// allocates nothing for the first handle, and a slab slot for each further one.
+/// allocates nothing for the first handle, and a slab slot for each further one (the slab
+/// boxed, as most runs have one handle or none).
 #[derive(Default)]
 struct Waiters {
     first: Option<Waker>,
-    more: Slab<Waker>,
+    more: Option<Box<Slab<Waker>>>,
 }
 
 /// Which [`Waiters`] slot a handle holds.
@@ -99,7 +100,7 @@ impl Waiters {
     fn register(&mut self, slot: &mut Option<WaitSlot>, waker: &Waker) {
         let known = match *slot {
             Some(WaitSlot::First) => self.first.as_mut(),
-            Some(WaitSlot::More(index)) => self.more.get_mut(index),
+            Some(WaitSlot::More(index)) => self.more.as_mut().and_then(|more| more.get_mut(index)),
             None => None,
         };
         if let Some(known) = known {
@@ -110,23 +111,21 @@ impl Waiters {
             self.first = Some(waker.clone());
             *slot = Some(WaitSlot::First);
         } else {
-            *slot = Some(WaitSlot::More(self.more.insert(waker.clone())));
+            let more = self.more.get_or_insert_default();
+            *slot = Some(WaitSlot::More(more.insert(waker.clone())));
         }
     }
 
     fn remove(&mut self, slot: WaitSlot) -> Option<Waker> {
         match slot {
             WaitSlot::First => self.first.take(),
-            WaitSlot::More(index) => self.more.try_remove(index),
+            WaitSlot::More(index) => self.more.as_mut()?.try_remove(index),
         }
     }
 
     fn wake_all(self) {
-        for waker in self
-            .first
-            .into_iter()
-            .chain(self.more.into_iter().map(|(_, w)| w))
-        {
+        let more = self.more.into_iter().flat_map(|more| more.into_iter());
+        for waker in self.first.into_iter().chain(more.map(|(_, waker)| waker)) {
             waker.wake();
         }
     }
