@@ -97,10 +97,15 @@ impl Streams {
     /// Takes the armed list in one step, so the streams re-arming meanwhile wait for the next
     /// change instead of keeping this loop busy; then takes its wakers in batches and wakes each
     /// batch with no lock held, since a woken task may poll a stream of this subject at once.
+    #[inline]
     pub(crate) fn wake(&self) {
-        if self.live.load(Ordering::Acquire) == 0 {
-            return;
+        // Inlined into every publisher: a subject without streams pays one load.
+        if self.live.load(Ordering::Acquire) != 0 {
+            self.wake_armed();
         }
+    }
+
+    fn wake_armed(&self) {
         let mut guard = sync::lock(&self.waiters);
         let Some(waiters) = guard.as_deref_mut() else {
             return;
@@ -205,6 +210,7 @@ fn wake(waker: Waker) {
 impl<T> Inner<T> {
     /// Wakes the streams waiting for a change; call after the change was recorded (its stamp
     /// stored) and the state lock released.
+    #[inline]
     pub(crate) fn wake_streams(&self) {
         self.streams.wake();
     }
