@@ -449,9 +449,11 @@ where
             return Poll::Ready(());
         };
         let mut budget = YIELD_BUDGET;
+        // The waker is registered once per poll; within the poll a stop is seen by the flag.
+        let mut aborted = run.core.register_driver(cx.waker());
         let outcome = loop {
             // A stopper records the outcome before it fires the signal: nothing to record here.
-            if run.core.register_driver(cx.waker()) {
+            if aborted {
                 break None;
             }
             if let Some(task) = this.task.take() {
@@ -480,6 +482,7 @@ where
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
+                        aborted = run.core.abort.is_aborted();
                     }
                     Err(error) => break Some(Outcome::Failed(Arc::new(error))),
                 },
