@@ -88,8 +88,9 @@ impl<T> Clone for Listeners<T> {
 
 /// Work waiting for the delivery role.
 enum Job<T> {
-    /// Deliver a value to every listener registered when the delivery starts.
-    Deliver(Arc<T>),
+    /// Deliver a value to every listener registered when the delivery starts; with the
+    /// placeholder its reused allocation held, if any, to drop once the lock is released.
+    Deliver(Arc<T>, Option<T>),
     /// Give one listener, registered with `immediate` while another thread was delivering, the
     /// value whose delivery had already started.
     Replay(Arc<Listener<T>>, Arc<T>),
@@ -105,6 +106,11 @@ pub(crate) struct State<T> {
     pub(crate) last: Option<Arc<T>>,
     /// The last value whose delivery has started: what `immediate` replays.
     current: Option<Arc<T>>,
+    /// Set by [`Subject::reuse_values`]: empties a retired value's allocation for reuse.
+    reset: Option<fn(&mut T) -> T>,
+    /// A retired value's allocation, holding a placeholder, ready for the next value; never
+    /// shared.
+    spare: Option<Arc<T>>,
     /// Jobs recorded but not yet started, in total order.
     /// Boxed, and only once needed: most subjects never queue, and every key of a repository
     /// has a subject.
@@ -127,6 +133,20 @@ pub(crate) struct State<T> {
     pub(crate) closed: bool,
 }
 
+impl<T> State<T> {
+    /// Puts `value` in the spare allocation if there is one, returning the placeholder it held
+    /// (to be dropped outside the lock); otherwise allocates.
+    fn wrap(&mut self, value: T) -> (Arc<T>, Option<T>) {
+        if let Some(mut spare) = self.spare.take()
+            && let Some(slot) = Arc::get_mut(&mut spare)
+        {
+            let placeholder = mem::replace(slot, value);
+            return (spare, Some(placeholder));
+        }
+        (Arc::new(value), None)
+    }
+}
+
 /// The shared part of a subject: what handles, subscriptions and streams point to.
 pub(crate) struct Inner<T> {
     pub(crate) state: Mutex<State<T>>,
@@ -137,6 +157,9 @@ pub(crate) struct Inner<T> {
     pub(crate) streams: Streams,
     /// Live [`Subject`] handles; the subject closes when it reaches zero.
     handles: AtomicUsize,
+    /// Mirrors `State::reset.is_some()`, so that `next` knows without the lock whether to
+    /// allocate before taking it.
+    reuses: AtomicBool,
 }
 
 impl<T> Inner<T> {
@@ -151,9 +174,10 @@ impl<T> Inner<T> {
         let listeners = mem::replace(&mut state.listeners, Listeners::None);
         let queue = mem::take(&mut state.queue);
         let current = state.current.take();
+        let spare = state.spare.take();
         drop(state);
         // User closures and values are dropped outside the lock.
-        drop((listeners, queue, current));
+        drop((listeners, queue, current, spare));
         self.streams.close();
     }
 }
@@ -192,14 +216,18 @@ enum Work<T> {
         listeners: Listeners<T>,
         value: Arc<T>,
         previous: Option<Arc<T>>,
+        placeholder: Option<T>,
+        reset: Option<fn(&mut T) -> T>,
     },
     Replay(Arc<Listener<T>>, Arc<T>),
 }
 
 impl<T> Work<T> {
-    /// Calls the listeners, catching every panic; returns the first payload.
-    fn run(self) -> Option<Payload> {
+    /// Calls the listeners, catching every panic; returns the first payload, and the retired
+    /// value's allocation, emptied, if it is to be reused.
+    fn run(self) -> (Option<Payload>, Option<Arc<T>>) {
         let mut first: Option<Payload> = None;
+        let mut spare = None;
         let mut record = |payload: Payload| match first {
             None => first = Some(payload),
             Some(_) => discard(payload),
@@ -218,13 +246,23 @@ impl<T> Work<T> {
                 listeners,
                 value,
                 previous,
+                placeholder,
+                reset,
             } => {
                 for entry in listeners.as_slice() {
                     if let Some(payload) = call(entry, &value) {
                         record(payload);
                     }
                 }
-                drop((listeners, value, previous));
+                drop((listeners, value, placeholder));
+                // The value this one replaced is retired: if nothing else holds it, keep its
+                // allocation, emptied here (its drop is user code), for a later value.
+                if let (Some(mut previous), Some(reset)) = (previous, reset)
+                    && let Some(retired) = Arc::get_mut(&mut previous)
+                {
+                    drop(reset(retired));
+                    spare = Some(previous);
+                }
             }
             Work::Replay(entry, value) => {
                 if let Some(payload) = call(&entry, &value) {
@@ -236,7 +274,7 @@ impl<T> Work<T> {
         if let Err(payload) = outcome {
             record(payload);
         }
-        first
+        (first, spare)
     }
 }
 
@@ -328,6 +366,42 @@ impl<T: Send + Sync + 'static> Subject<T> {
         Self::from_value(Some(value))
     }
 
+    /// From now on, reuses the allocation of a retired value for a later one, so that a steady
+    /// stream of values allocates nothing.
+    ///
+    /// Every value lives in its own shared allocation (listeners on other threads read it while
+    /// newer values are recorded, and [`last`](Self::last) hands it out). Once a value has been
+    /// replaced and delivered, and nothing else holds it (no `last()` result, no replay, no
+    /// stream reading it), its allocation is kept for the next value, holding `T::default()`
+    /// meanwhile: the retired value itself is dropped at once, as without reuse. The cost is
+    /// one allocation of one `T` kept per subject.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use keyrunner_subject::Subject;
+    ///
+    /// let subject = Subject::<u64>::new();
+    /// subject.reuse_values();
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let sum = Arc::clone(&total);
+    /// let _subscription = subject.listen(move |value| { sum.fetch_add(*value, Ordering::Relaxed); }, false);
+    /// for value in 1..=100 {
+    ///     subject.next(value);
+    /// }
+    /// assert_eq!(total.load(Ordering::Relaxed), 5050);
+    /// assert_eq!(subject.last().as_deref(), Some(&100));
+    /// ```
+    pub fn reuse_values(&self)
+    where
+        T: Default,
+    {
+        self.inner.lock().reset = Some(mem::take::<T>);
+        self.inner.reuses.store(true, Ordering::Relaxed);
+    }
+
     fn from_value(value: Option<Arc<T>>) -> Self {
         let state = State {
             listeners: Listeners::None,
@@ -335,6 +409,8 @@ impl<T: Send + Sync + 'static> Subject<T> {
             version: u64::from(value.is_some()),
             current: value.clone(),
             last: value,
+            reset: None,
+            spare: None,
             queue: None,
             drainer: None,
             started: 0,
@@ -349,6 +425,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
                 job_finished: Condvar::new(),
                 streams,
                 handles: AtomicUsize::new(1),
+                reuses: AtomicBool::new(false),
             }),
         }
     }
@@ -441,7 +518,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
                 let queue = state.queue.get_or_insert_default();
                 let at = queue
                     .iter()
-                    .position(|job| matches!(job, Job::Deliver(_)))
+                    .position(|job| matches!(job, Job::Deliver(..)))
                     .unwrap_or(queue.len());
                 queue.insert(at, Job::Replay(entry, value));
                 drop(state);
@@ -474,9 +551,15 @@ impl<T: Send + Sync + 'static> Subject<T> {
     /// assert_eq!(subject.last().as_deref().map(String::as_str), Some("hello"));
     /// ```
     pub fn next(&self, value: T) {
-        let value = Arc::new(value);
-        let state = self.inner.lock();
-        self.emit(state, value);
+        if self.inner.reuses.load(Ordering::Relaxed) {
+            let mut state = self.inner.lock();
+            let (value, placeholder) = state.wrap(value);
+            self.emit(state, value, placeholder);
+        } else {
+            // Allocated before the lock is taken: the critical section stays short.
+            let value = Arc::new(value);
+            self.emit(self.inner.lock(), value, None);
+        }
     }
 
     /// Atomically computes the next value from the last one.
@@ -506,10 +589,11 @@ impl<T: Send + Sync + 'static> Subject<T> {
     /// assert_eq!(subject.last().as_deref(), Some(&Phase::Running));
     /// ```
     pub fn update(&self, f: impl FnOnce(Option<&T>) -> Option<T>) -> bool {
-        let state = self.inner.lock();
+        let mut state = self.inner.lock();
         match f(state.last.as_deref()) {
             Some(value) => {
-                self.emit(state, Arc::new(value));
+                let (value, placeholder) = state.wrap(value);
+                self.emit(state, value, placeholder);
                 true
             }
             None => false,
@@ -573,7 +657,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
     }
 
     /// Records `value` and delivers it, or queues it for the thread that delivers.
-    fn emit(&self, mut state: MutexGuard<'_, State<T>>, value: Arc<T>) {
+    fn emit(&self, mut state: MutexGuard<'_, State<T>>, value: Arc<T>, placeholder: Option<T>) {
         let previous = state.last.replace(Arc::clone(&value));
         state.version += 1;
         self.inner.streams.record(state.version);
@@ -581,12 +665,12 @@ impl<T: Send + Sync + 'static> Subject<T> {
         // value at once, under this same lock, so no replay can slip in before it.
         let work = if state.drainer.is_none() {
             state.drainer = Some(sync::current_thread());
-            Some(start(&mut state, Job::Deliver(value)))
+            Some(start(&mut state, Job::Deliver(value, placeholder)))
         } else {
             state
                 .queue
                 .get_or_insert_default()
-                .push_back(Job::Deliver(value));
+                .push_back(Job::Deliver(value, placeholder));
             None
         };
         drop(state);
@@ -603,23 +687,44 @@ impl<T: Send + Sync + 'static> Subject<T> {
     /// is empty, then releases the role and resumes the first panic caught.
     fn drain(&self, mut work: Work<T>) {
         let mut first: Option<Payload> = None;
+        let mut record = |payload: Payload| match first {
+            None => first = Some(payload),
+            Some(_) => discard(payload),
+        };
         loop {
-            match (work.run(), &first) {
-                (Some(payload), None) => first = Some(payload),
-                (Some(payload), Some(_)) => discard(payload),
-                (None, _) => {}
+            let (payload, spare) = work.run();
+            if let Some(payload) = payload {
+                record(payload);
             }
             let mut state = self.inner.lock();
             state.finished += 1;
+            // At most one spare is kept; a second one (values queued back to back) is dropped.
+            let extra = match spare {
+                Some(spare) if state.spare.is_none() => {
+                    state.spare = Some(spare);
+                    None
+                }
+                extra => extra,
+            };
             if state.waiters > 0 {
                 self.inner.job_finished.notify_all();
             }
-            match state.queue.as_mut().and_then(|queue| queue.pop_front()) {
-                Some(job) => work = start(&mut state, job),
+            let next = state.queue.as_mut().and_then(|queue| queue.pop_front());
+            let next = match next {
+                Some(job) => Some(start(&mut state, job)),
                 None => {
                     state.drainer = None;
-                    break;
+                    None
                 }
+            };
+            drop(state);
+            // Its placeholder's drop is user code: outside the lock, its panic caught.
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| drop(extra))) {
+                record(payload);
+            }
+            match next {
+                Some(next) => work = next,
+                None => break,
             }
         }
         if let Some(payload) = first {
@@ -633,10 +738,12 @@ impl<T: Send + Sync + 'static> Subject<T> {
 fn start<T>(state: &mut State<T>, job: Job<T>) -> Work<T> {
     state.started += 1;
     match job {
-        Job::Deliver(value) => Work::Deliver {
+        Job::Deliver(value, placeholder) => Work::Deliver {
             listeners: state.listeners.clone(),
             previous: state.current.replace(Arc::clone(&value)),
             value,
+            placeholder,
+            reset: state.reset,
         },
         Job::Replay(entry, value) => Work::Replay(entry, value),
     }

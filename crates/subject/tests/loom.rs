@@ -252,3 +252,39 @@ fn close_wakes_every_parked_stream_across_batches() {
         }
     });
 }
+
+/// Reused allocations under racing publishers: no listener and no `last()` ever sees the
+/// placeholder (0) a spare allocation holds, and every value is delivered once, in one order.
+#[test]
+fn reused_allocations_never_expose_a_placeholder() {
+    loom::model(|| {
+        let subject = Subject::with_value(1_u32);
+        subject.reuse_values();
+        let log = Log::default();
+        let sink = log.clone();
+        let _subscription = subject.listen(move |value: &u32| sink.push(*value), false);
+        // Two values in, so that a spare allocation exists before the race.
+        subject.next(2);
+        subject.next(3);
+        let other = subject.clone();
+        let publisher = thread::spawn(move || {
+            other.next(4);
+            other.next(5);
+        });
+        subject.next(6);
+        let last = subject.last().map(|last| *last);
+        publisher.join().unwrap();
+
+        let seen = log.get();
+        assert_ne!(last, Some(0));
+        assert!(!seen.contains(&0), "a placeholder was delivered: {seen:?}");
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [2, 3, 4, 5, 6], "each value once: {seen:?}");
+        let (four, five) = (
+            seen.iter().position(|v| *v == 4),
+            seen.iter().position(|v| *v == 5),
+        );
+        assert!(four < five, "one publisher's values in order: {seen:?}");
+    });
+}
