@@ -7,6 +7,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use keyrunner_resource_registry::Registry;
+use keyrunner_subject::Subject;
 
 use crate::slot::Slot;
 use crate::topic::{Subscription, Topic, TopicStream};
@@ -129,6 +130,7 @@ where
         Builder {
             initial_value: None,
             should_cleanup: None,
+            reuse_values: None,
             hasher: RandomState::new(),
         }
     }
@@ -369,6 +371,8 @@ impl<K, V, S> fmt::Debug for PubSub<K, V, S> {
 pub struct Builder<K, V, S = RandomState> {
     initial_value: Option<Initial<K, V>>,
     should_cleanup: Option<Arc<ShouldCleanupFn<K, V>>>,
+    /// `Subject::reuse_values`, taken where `V: Default` is known.
+    reuse_values: Option<fn(&Subject<V>)>,
     hasher: S,
 }
 
@@ -434,12 +438,37 @@ where
         self
     }
 
+    /// Every topic reuses the allocation of a retired value for a later one (see
+    /// [`Subject::reuse_values`]): a key that keeps receiving values allocates nothing per value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_pub_sub::PubSub;
+    ///
+    /// let progress = PubSub::<&str, u32>::builder().reuse_values().build();
+    /// let build = progress.subject("build");
+    /// for percent in 0..=100 {
+    ///     build.next(percent);
+    /// }
+    /// assert_eq!(build.last().as_deref(), Some(&100));
+    /// ```
+    #[must_use]
+    pub fn reuse_values(mut self) -> Self
+    where
+        V: Default,
+    {
+        self.reuse_values = Some(Subject::reuse_values);
+        self
+    }
+
     /// Uses `hasher` to hash keys, like [`HashMap::with_hasher`](std::collections::HashMap::with_hasher).
     #[must_use]
     pub fn hasher<S2: BuildHasher>(self, hasher: S2) -> Builder<K, V, S2> {
         Builder {
             initial_value: self.initial_value,
             should_cleanup: self.should_cleanup,
+            reuse_values: self.reuse_values,
             hasher,
         }
     }
@@ -451,8 +480,13 @@ where
         S: BuildHasher,
     {
         let init = self.initial_value.clone();
+        let reuse_values = self.reuse_values;
         let registry = Registry::builder(move |key: &K| {
-            Slot::new(init.as_ref().and_then(|initial| initial.for_key(key)))
+            let slot = Slot::new(init.as_ref().and_then(|initial| initial.for_key(key)));
+            if let Some(reuse_values) = reuse_values {
+                reuse_values(&slot.subject);
+            }
+            slot
         });
         let registry = match self.should_cleanup.clone() {
             Some(should_cleanup) => registry.cleanup(move |key: &K, slot: &Slot<V>| {
@@ -479,6 +513,7 @@ impl<K, V, S> fmt::Debug for Builder<K, V, S> {
         f.debug_struct("Builder")
             .field("initial_value", &self.initial_value.is_some())
             .field("should_cleanup", &self.should_cleanup.is_some())
+            .field("reuse_values", &self.reuse_values.is_some())
             .finish_non_exhaustive()
     }
 }

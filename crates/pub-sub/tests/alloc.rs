@@ -1,5 +1,5 @@
-//! `next` to a key nobody holds allocates nothing, and a shared initial value is never copied
-//! per key (a counting global allocator proves both).
+//! `next` to a key nobody holds allocates nothing, a shared initial value is never copied per
+//! key, and reused values cost no allocation per value (a counting global allocator proves it).
 //!
 //! The allocator counts every thread, so this binary holds this one test only: no other test
 //! allocates while it measures.
@@ -68,4 +68,15 @@ fn next_to_an_unwatched_key_allocates_nothing() {
     let with_shared = allocations_during(|| drop(shared.listen(1, |_| {}, true)));
     let with_copies = allocations_during(|| drop(per_key.listen(1, |_| {}, true)));
     assert_eq!(with_shared + 1, with_copies);
+
+    // Reused values: a held topic that keeps receiving values allocates nothing per value.
+    let reusing = PubSub::<u64, u64>::builder().reuse_values().build();
+    let topic = reusing.subject(1);
+    let _listening = topic.listen(|_| {}, false);
+    (0..3).for_each(|value| topic.next(value));
+    assert_eq!(
+        allocations_during(|| (0..1_000).for_each(|v| topic.next(v))),
+        0
+    );
+    assert_eq!(topic.last().as_deref(), Some(&999));
 }
