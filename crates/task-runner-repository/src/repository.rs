@@ -172,6 +172,8 @@ where
     pub fn with_hasher(spawner: impl Spawn, hasher: H) -> Self {
         let topics = PubSub::builder()
             .shared_initial_value(Slot::idle(None))
+            // A running key publishes one state per item: reuse the retired states' memory.
+            .reuse_values()
             // An idle key nobody holds is forgotten; a running key is held by its driver anyway.
             .should_cleanup(|_: &K, slot: &Slot<S, E>| slot.state.is_idle())
             .hasher(hasher)

@@ -45,6 +45,13 @@ impl<S, E> Slot<S, E> {
     }
 }
 
+/// The placeholder a reused allocation holds between two states: idle, no run.
+impl<S, E> Default for Slot<S, E> {
+    fn default() -> Self {
+        Self::idle(None)
+    }
+}
+
 impl<S: Clone, E> Clone for Slot<S, E> {
     fn clone(&self) -> Self {
         Self {
