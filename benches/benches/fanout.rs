@@ -34,6 +34,15 @@ fn next(c: &mut Criterion) {
         });
         drop(subscriptions);
 
+        // The same with the retired values' allocations reused: no allocation per value.
+        let subject = Subject::new();
+        subject.reuse_values();
+        let subscriptions: Vec<_> = (0..n).map(|_| subject.listen(listener, false)).collect();
+        group.bench_with_input(BenchmarkId::new("keyrunner_reuse", n), &n, |b, _| {
+            b.iter(|| subject.next(black_box(1_u64)));
+        });
+        drop(subscriptions);
+
         let mut floor = peers::VecLoop::new();
         (0..n).for_each(|_| floor.listen(listener));
         group.bench_with_input(BenchmarkId::new("vec_loop", n), &n, |b, _| {

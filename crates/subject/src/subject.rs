@@ -88,9 +88,8 @@ impl<T> Clone for Listeners<T> {
 
 /// Work waiting for the delivery role.
 enum Job<T> {
-    /// Deliver a value to every listener registered when the delivery starts; with the
-    /// placeholder its reused allocation held, if any, to drop once the lock is released.
-    Deliver(Arc<T>, Option<T>),
+    /// Deliver a value to every listener registered when the delivery starts.
+    Deliver(Arc<T>),
     /// Give one listener, registered with `immediate` while another thread was delivering, the
     /// value whose delivery had already started.
     Replay(Arc<Listener<T>>, Arc<T>),
@@ -176,9 +175,11 @@ impl<T> Inner<T> {
         let current = state.current.take();
         let spare = state.spare.take();
         drop(state);
+        // Streams first: they read only `last`, which stays, and a panicking drop below must
+        // not leave them waiting.
+        self.streams.close();
         // User closures and values are dropped outside the lock.
         drop((listeners, queue, current, spare));
-        self.streams.close();
     }
 }
 
@@ -216,7 +217,6 @@ enum Work<T> {
         listeners: Listeners<T>,
         value: Arc<T>,
         previous: Option<Arc<T>>,
-        placeholder: Option<T>,
         reset: Option<fn(&mut T) -> T>,
     },
     Replay(Arc<Listener<T>>, Arc<T>),
@@ -246,7 +246,6 @@ impl<T> Work<T> {
                 listeners,
                 value,
                 previous,
-                placeholder,
                 reset,
             } => {
                 for entry in listeners.as_slice() {
@@ -254,7 +253,7 @@ impl<T> Work<T> {
                         record(payload);
                     }
                 }
-                drop((listeners, value, placeholder));
+                drop((listeners, value));
                 // The value this one replaced is retired: if nothing else holds it, keep its
                 // allocation, emptied here (its drop is user code), for a later value.
                 if let (Some(mut previous), Some(reset)) = (previous, reset)
@@ -374,7 +373,9 @@ impl<T: Send + Sync + 'static> Subject<T> {
     /// replaced and delivered, and nothing else holds it (no `last()` result, no replay, no
     /// stream reading it), its allocation is kept for the next value, holding `T::default()`
     /// meanwhile: the retired value itself is dropped at once, as without reuse. The cost is
-    /// one allocation of one `T` kept per subject.
+    /// one allocation of one `T` kept per subject. (Should dropping that `T::default()` panic,
+    /// the `next` or `update` that reused it resumes the panic after delivering, as it would a
+    /// listener's.)
     ///
     /// # Examples
     ///
@@ -504,7 +505,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
                 let work = start(&mut state, Job::Replay(entry, value));
                 drop(state);
                 drop(old);
-                self.drain(work);
+                self.drain(work, None);
             }
             Some(drainer) if drainer == me => {
                 // Called from a listener: this thread delivers, and the snapshots of the values
@@ -551,15 +552,16 @@ impl<T: Send + Sync + 'static> Subject<T> {
     /// assert_eq!(subject.last().as_deref().map(String::as_str), Some("hello"));
     /// ```
     pub fn next(&self, value: T) {
-        if self.inner.reuses.load(Ordering::Relaxed) {
+        let (state, value, placeholder) = if self.inner.reuses.load(Ordering::Relaxed) {
             let mut state = self.inner.lock();
             let (value, placeholder) = state.wrap(value);
-            self.emit(state, value, placeholder);
+            (state, value, placeholder)
         } else {
             // Allocated before the lock is taken: the critical section stays short.
             let value = Arc::new(value);
-            self.emit(self.inner.lock(), value, None);
-        }
+            (self.inner.lock(), value, None)
+        };
+        self.emit(state, value, placeholder);
     }
 
     /// Atomically computes the next value from the last one.
@@ -665,12 +667,12 @@ impl<T: Send + Sync + 'static> Subject<T> {
         // value at once, under this same lock, so no replay can slip in before it.
         let work = if state.drainer.is_none() {
             state.drainer = Some(sync::current_thread());
-            Some(start(&mut state, Job::Deliver(value, placeholder)))
+            Some(start(&mut state, Job::Deliver(value)))
         } else {
             state
                 .queue
                 .get_or_insert_default()
-                .push_back(Job::Deliver(value, placeholder));
+                .push_back(Job::Deliver(value));
             None
         };
         drop(state);
@@ -678,28 +680,39 @@ impl<T: Send + Sync + 'static> Subject<T> {
         // later value replaces it there, so this drop runs no user code.
         drop(previous);
         self.inner.wake_streams();
-        if let Some(work) = work {
-            self.drain(work);
+        // The placeholder a reused allocation held: its drop is user code, so it runs unlocked
+        // and a panic in it is caught, then resumed like a listener's.
+        let panic = placeholder.and_then(|placeholder| {
+            panic::catch_unwind(AssertUnwindSafe(|| drop(placeholder))).err()
+        });
+        match (work, panic) {
+            (Some(work), panic) => self.drain(work, panic),
+            (None, Some(panic)) => panic::resume_unwind(panic),
+            (None, None) => {}
         }
     }
 
     /// The delivery role, held by the caller: runs `work`, then the queued jobs until the queue
-    /// is empty, then releases the role and resumes the first panic caught.
-    fn drain(&self, mut work: Work<T>) {
-        let mut first: Option<Payload> = None;
+    /// is empty, then releases the role and resumes the first panic caught (`first`, if given).
+    fn drain(&self, mut work: Work<T>, mut first: Option<Payload>) {
         let mut record = |payload: Payload| match first {
             None => first = Some(payload),
             Some(_) => discard(payload),
         };
+        // At most one spare is kept; a second one (values queued back to back) is dropped
+        // outside the lock, its placeholder's drop being user code.
+        let mut extra: Option<Arc<T>> = None;
         loop {
             let (payload, spare) = work.run();
             if let Some(payload) = payload {
                 record(payload);
             }
+            if let Some(payload) = drop_caught(extra.take()) {
+                record(payload);
+            }
             let mut state = self.inner.lock();
             state.finished += 1;
-            // At most one spare is kept; a second one (values queued back to back) is dropped.
-            let extra = match spare {
+            extra = match spare {
                 Some(spare) if state.spare.is_none() => {
                     state.spare = Some(spare);
                     None
@@ -709,23 +722,16 @@ impl<T: Send + Sync + 'static> Subject<T> {
             if state.waiters > 0 {
                 self.inner.job_finished.notify_all();
             }
-            let next = state.queue.as_mut().and_then(|queue| queue.pop_front());
-            let next = match next {
-                Some(job) => Some(start(&mut state, job)),
+            match state.queue.as_mut().and_then(|queue| queue.pop_front()) {
+                Some(job) => work = start(&mut state, job),
                 None => {
                     state.drainer = None;
-                    None
+                    break;
                 }
-            };
-            drop(state);
-            // Its placeholder's drop is user code: outside the lock, its panic caught.
-            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| drop(extra))) {
-                record(payload);
             }
-            match next {
-                Some(next) => work = next,
-                None => break,
-            }
+        }
+        if let Some(payload) = drop_caught(extra) {
+            record(payload);
         }
         if let Some(payload) = first {
             panic::resume_unwind(payload);
@@ -733,16 +739,21 @@ impl<T: Send + Sync + 'static> Subject<T> {
     }
 }
 
+/// Drops `value`, which may run user code, catching a panic.
+fn drop_caught<V>(value: Option<V>) -> Option<Payload> {
+    let value = value?;
+    panic::catch_unwind(AssertUnwindSafe(|| drop(value))).err()
+}
+
 /// Starts `job` for the thread holding the delivery role; runs under the lock, so the job's
 /// listener snapshot and `current` change in the same step as its place in the order.
 fn start<T>(state: &mut State<T>, job: Job<T>) -> Work<T> {
     state.started += 1;
     match job {
-        Job::Deliver(value, placeholder) => Work::Deliver {
+        Job::Deliver(value) => Work::Deliver {
             listeners: state.listeners.clone(),
             previous: state.current.replace(Arc::clone(&value)),
             value,
-            placeholder,
             reset: state.reset,
         },
         Job::Replay(entry, value) => Work::Replay(entry, value),

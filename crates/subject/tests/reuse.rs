@@ -154,3 +154,69 @@ fn racing_publishers_and_readers_never_see_a_placeholder() {
     assert_eq!(zeros.load(Ordering::Relaxed), 0, "a placeholder was seen");
     assert_eq!(delivered.load(Ordering::Relaxed), 2 * PER_THREAD as usize);
 }
+
+/// A value whose placeholder (`Default`) panics when dropped.
+struct Bomb {
+    number: u64,
+    armed: bool,
+}
+
+impl Default for Bomb {
+    fn default() -> Self {
+        Self {
+            number: 0,
+            armed: true,
+        }
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if self.armed && !thread::panicking() {
+            panic!("placeholder dropped");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_placeholder_is_resumed_after_delivery_and_the_subject_goes_on() {
+    let subject = Subject::new();
+    subject.reuse_values();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let _subscription = subject.listen(
+        move |value: &Bomb| {
+            sink.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(value.number);
+        },
+        false,
+    );
+    let bomb = |number| Bomb {
+        number,
+        armed: false,
+    };
+    let mut panics = 0;
+    for number in 1..=6 {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            subject.next(bomb(number));
+        }));
+        if let Err(payload) = outcome {
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"placeholder dropped"));
+            panics += 1;
+        }
+    }
+    // Once a spare exists, every reuse drops a placeholder; every value was still delivered.
+    assert!(panics > 0, "the placeholder was never dropped");
+    assert_eq!(
+        *seen.lock().unwrap_or_else(PoisonError::into_inner),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(subject.last().map(|last| last.number), Some(6));
+    // The spare, with its placeholder, goes when the subject closes.
+    let closing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(subject)));
+    assert!(
+        closing.is_err(),
+        "the spare's placeholder is dropped on close"
+    );
+}
