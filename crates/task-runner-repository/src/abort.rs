@@ -6,9 +6,10 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use event_listener::{Event, EventListener};
+use event_listener::EventListener;
 use slab::Slab;
 
+use crate::notify::Notify;
 use crate::state::Reason;
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering, lock};
 
@@ -18,7 +19,7 @@ struct Inner {
     /// Set once, after `reason` is written, so a reader that sees `true` also sees the reason.
     aborted: AtomicBool,
     state: Mutex<SignalState>,
-    event: Event,
+    event: Notify,
 }
 
 struct SignalState {
@@ -115,7 +116,7 @@ impl Default for AbortSignal {
                     reason: None,
                     callbacks: None,
                 }),
-                event: Event::new(),
+                event: Notify::default(),
             }),
         }
     }
@@ -125,7 +126,8 @@ impl AbortSignal {
     /// Whether the signal has fired.
     #[must_use]
     pub fn is_aborted(&self) -> bool {
-        self.inner.aborted.load(Ordering::Acquire)
+        // `SeqCst`: the re-check after listening (see `Notify`).
+        self.inner.aborted.load(Ordering::SeqCst)
     }
 
     /// The reason the signal fired with, if it fired with one.
@@ -188,10 +190,11 @@ impl AbortSignal {
             }
             state.fired = true;
             state.reason = reason.clone();
-            self.inner.aborted.store(true, Ordering::Release);
+            // `SeqCst`: read by a waiter after it listens (see `Notify`).
+            self.inner.aborted.store(true, Ordering::SeqCst);
             std::mem::take(&mut state.callbacks)
         };
-        self.inner.event.notify(usize::MAX);
+        self.inner.event.notify_all();
         let mut first_panic = None;
         for (_, callback) in callbacks
             .into_iter()

@@ -118,6 +118,7 @@
 
 mod abort;
 mod error;
+mod notify;
 mod observe;
 mod panics;
 mod repository;

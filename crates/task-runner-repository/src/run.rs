@@ -11,13 +11,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use event_listener::{Event, EventListener};
+use event_listener::EventListener;
 use futures_core::Stream;
 use keyrunner_pub_sub::Topic;
 use pin_project_lite::pin_project;
 use slab::Slab;
 
 use crate::abort::{AbortCallback, AbortController, AbortSignal};
+use crate::notify::Notify;
 use crate::panics::{Deferred, Payload, discard};
 use crate::state::{Outcome, Reason, RunId, State};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
@@ -293,12 +294,13 @@ where
 #[derive(Debug, Default)]
 pub(crate) struct LiveTasks {
     count: AtomicUsize,
-    quiet: Event,
+    quiet: Notify,
 }
 
 impl LiveTasks {
     pub(crate) fn get(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        // `SeqCst`: a shutdown's re-check after listening (see `Notify`).
+        self.count.load(Ordering::SeqCst)
     }
 
     pub(crate) fn enter(&self) {
@@ -306,8 +308,8 @@ impl LiveTasks {
     }
 
     pub(crate) fn exit(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.quiet.notify(usize::MAX);
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.quiet.notify_all();
         }
     }
 

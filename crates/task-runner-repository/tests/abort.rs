@@ -147,3 +147,27 @@ fn racing_aborts_fire_callbacks_exactly_once() {
         assert_eq!(called.load(Ordering::SeqCst), 2);
     }
 }
+
+#[test]
+fn awaiting_racing_a_fire_is_always_woken() {
+    // The waiter listens while the signal fires on another thread: a wake-up lost between the
+    // waiter's check and its registration would leave it blocked, caught by the timeout.
+    for _ in 0..2_000 {
+        let controller = AbortController::new();
+        let signal = controller.signal();
+        let start = Arc::new(Barrier::new(2));
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter_start = Arc::clone(&start);
+        let waiter = thread::spawn(move || {
+            waiter_start.wait();
+            futures::executor::block_on(signal.aborted());
+            let _ = done.send(());
+        });
+        start.wait();
+        controller.abort(None);
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the waiter was woken");
+        waiter.join().expect("the waiter does not panic");
+    }
+}
