@@ -11,32 +11,32 @@ use crate::stream::{Streams, SubjectStream};
 use crate::subscription::{Subscription, Unsubscribe};
 use crate::sync::{self, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, ThreadId};
 
-/// A registered listener, type-erased: its bookkeeping and its closure in one allocation.
-type Listener<T> = Entry<dyn Fn(&T) + Send + Sync>;
+/// A registered listener, type-erased.
+type Listener<T> = Box<dyn Fn(&T) + Send + Sync>;
 
 /// A caught panic payload.
 type Payload = Box<dyn Any + Send>;
 
-/// One registered listener; `F` is its closure, unsized once registered.
-struct Entry<F: ?Sized> {
+/// One registered listener.
+struct Entry<T> {
     /// Registration number: entries are kept sorted by it.
     id: u64,
     /// Cleared (under the state lock) when the listener is removed; checked before every call.
     active: AtomicBool,
     /// The listener itself.
-    f: F,
+    f: Listener<T>,
 }
 
 /// The registered listeners, in registration order: a copy-on-write snapshot that a delivery
 /// clones in O(1). No listener and one listener, by far the most common cases, need no array.
 enum Listeners<T> {
     None,
-    One(Arc<Listener<T>>),
-    Many(Arc<[Arc<Listener<T>>]>),
+    One(Arc<Entry<T>>),
+    Many(Arc<[Arc<Entry<T>>]>),
 }
 
 impl<T> Listeners<T> {
-    fn as_slice(&self) -> &[Arc<Listener<T>>] {
+    fn as_slice(&self) -> &[Arc<Entry<T>>] {
         match self {
             Self::None => &[],
             Self::One(entry) => std::slice::from_ref(entry),
@@ -45,7 +45,7 @@ impl<T> Listeners<T> {
     }
 
     /// The listeners followed by `entry`.
-    fn with(&self, entry: Arc<Listener<T>>) -> Self {
+    fn with(&self, entry: Arc<Entry<T>>) -> Self {
         match self {
             Self::None => Self::One(entry),
             listeners => Self::Many(
@@ -92,7 +92,7 @@ enum Job<T> {
     Deliver(Arc<T>),
     /// Give one listener, registered with `immediate` while another thread was delivering, the
     /// value whose delivery had already started.
-    Replay(Arc<Listener<T>>, Arc<T>),
+    Replay(Arc<Entry<T>>, Arc<T>),
 }
 
 /// Everything behind the subject's lock.
@@ -219,7 +219,7 @@ enum Work<T> {
         previous: Option<Arc<T>>,
         reset: Option<fn(&mut T) -> T>,
     },
-    Replay(Arc<Listener<T>>, Arc<T>),
+    Replay(Arc<Entry<T>>, Arc<T>),
 }
 
 impl<T> Work<T> {
@@ -232,7 +232,7 @@ impl<T> Work<T> {
             None => first = Some(payload),
             Some(_) => discard(payload),
         };
-        let call = |entry: &Listener<T>, value: &T| {
+        let call = |entry: &Entry<T>, value: &T| {
             if entry.active.load(Ordering::Acquire) {
                 panic::catch_unwind(AssertUnwindSafe(|| (entry.f)(value))).err()
             } else {
@@ -474,13 +474,14 @@ impl<T: Send + Sync + 'static> Subject<T> {
     where
         F: Fn(&T) + Send + Sync + 'static,
     {
+        let f: Listener<T> = Box::new(listener);
         let mut state = self.inner.lock();
         let id = state.next_id;
         state.next_id += 1;
-        let entry: Arc<Listener<T>> = Arc::new(Entry {
+        let entry = Arc::new(Entry {
             id,
             active: AtomicBool::new(true),
-            f: listener,
+            f,
         });
         let listeners = state.listeners.with(Arc::clone(&entry));
         let old = mem::replace(&mut state.listeners, listeners);
