@@ -31,6 +31,10 @@
 //! - **Latest-value stream.** A [`SubjectStream`] may skip intermediate values but never misses
 //!   the latest one; it never makes the publisher wait and buffers nothing. It ends when every
 //!   [`Subject`] handle is gone.
+//! - **One allocation per value, or none.** Each value is kept in one `Arc`, shared by `last`,
+//!   the delivery and any replay. With [`Subject::reuse_values`], the allocation of a value that
+//!   nobody holds any more is refilled by the next value: a steady stream allocates nothing, and
+//!   a value someone holds is never touched.
 //!
 //! # Who delivers
 //!
