@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker};
 use futures_core::{FusedStream, Stream};
 use slab::Slab;
 
-use crate::subject::Inner;
+use crate::subject::{Inner, discard};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The closed flag in [`Streams::stamp`]; the version sits above it.
@@ -201,9 +201,7 @@ impl Streams {
 /// that the other streams are still woken and the publisher's delivery goes on.
 fn wake(waker: Waker) {
     if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
-        if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-            mem::forget(again);
-        }
+        discard(payload);
     }
 }
 

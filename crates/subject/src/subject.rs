@@ -228,10 +228,7 @@ impl<T> Work<T> {
     fn run(self) -> (Option<Payload>, Option<Arc<T>>) {
         let mut first: Option<Payload> = None;
         let mut spare = None;
-        let mut record = |payload: Payload| match first {
-            None => first = Some(payload),
-            Some(_) => discard(payload),
-        };
+        let mut record = |payload: Payload| keep_first(&mut first, payload);
         let call = |entry: &Entry<T>, value: &T| {
             if entry.active.load(Ordering::Acquire) {
                 panic::catch_unwind(AssertUnwindSafe(|| (entry.f)(value))).err()
@@ -696,10 +693,7 @@ impl<T: Send + Sync + 'static> Subject<T> {
     /// The delivery role, held by the caller: runs `work`, then the queued jobs until the queue
     /// is empty, then releases the role and resumes the first panic caught (`first`, if given).
     fn drain(&self, mut work: Work<T>, mut first: Option<Payload>) {
-        let mut record = |payload: Payload| match first {
-            None => first = Some(payload),
-            Some(_) => discard(payload),
-        };
+        let mut record = |payload: Payload| keep_first(&mut first, payload);
         // At most one spare is kept; a second one (values queued back to back) is dropped
         // outside the lock, its placeholder's drop being user code.
         let mut extra: Option<Arc<T>> = None;
@@ -737,6 +731,14 @@ impl<T: Send + Sync + 'static> Subject<T> {
         if let Some(payload) = first {
             panic::resume_unwind(payload);
         }
+    }
+}
+
+/// Keeps the first panic payload of a delivery; later ones are discarded.
+fn keep_first(first: &mut Option<Payload>, payload: Payload) {
+    match first {
+        None => *first = Some(payload),
+        Some(_) => discard(payload),
     }
 }
 
@@ -804,7 +806,7 @@ impl<T> fmt::Debug for Subject<T> {
 
 /// Drops a payload nobody will see. One whose destructor panics is leaked instead: unwinding
 /// here would leave the delivery role taken and the subject wedged.
-fn discard(payload: Payload) {
+pub(crate) fn discard(payload: Payload) {
     if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
         mem::forget(again);
     }
