@@ -27,21 +27,18 @@ fn next(c: &mut Criterion) {
     for n in LISTENERS {
         group.throughput(Throughput::Elements(n as u64));
 
-        let subject = Subject::new();
-        let subscriptions: Vec<_> = (0..n).map(|_| subject.listen(listener, false)).collect();
-        group.bench_with_input(BenchmarkId::new("keyrunner", n), &n, |b, _| {
-            b.iter(|| subject.next(black_box(1_u64)));
-        });
-        drop(subscriptions);
-
-        // The same with the retired values' allocations reused: no allocation per value.
-        let subject = Subject::new();
-        subject.reuse_values();
-        let subscriptions: Vec<_> = (0..n).map(|_| subject.listen(listener, false)).collect();
-        group.bench_with_input(BenchmarkId::new("keyrunner_reuse", n), &n, |b, _| {
-            b.iter(|| subject.next(black_box(1_u64)));
-        });
-        drop(subscriptions);
+        // Then the same with the retired values' allocations reused: no allocation per value.
+        for (name, reuse) in [("keyrunner", false), ("keyrunner_reuse", true)] {
+            let subject = Subject::new();
+            if reuse {
+                subject.reuse_values();
+            }
+            let subscriptions: Vec<_> = (0..n).map(|_| subject.listen(listener, false)).collect();
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| subject.next(black_box(1_u64)));
+            });
+            drop(subscriptions);
+        }
 
         let mut floor = peers::VecLoop::new();
         (0..n).for_each(|_| floor.listen(listener));
