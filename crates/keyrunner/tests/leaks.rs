@@ -71,8 +71,9 @@ fn churn(
 fn net(region: &Region<'_, System>) -> (i128, i128) {
     let change = region.change();
     let count = change.allocations as i128 - change.deallocations as i128;
-    let bytes = change.bytes_allocated as i128 - change.bytes_deallocated as i128
-        + change.bytes_reallocated as i128;
+    // A reallocation's growth or shrinkage is already counted in these two totals
+    // (`bytes_reallocated` is the same change again, so it is not added).
+    let bytes = change.bytes_allocated as i128 - change.bytes_deallocated as i128;
     (count, bytes)
 }
 

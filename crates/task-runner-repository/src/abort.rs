@@ -1,5 +1,7 @@
 //! [`AbortController`] and [`AbortSignal`]: "you are asked to stop", fired at most once.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
@@ -10,8 +12,9 @@ use event_listener::EventListener;
 use slab::Slab;
 
 use crate::notify::Notify;
+use crate::panics::Deferred;
 use crate::state::Reason;
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicBool, Mutex, Ordering, lock, thread_local};
 
 type Callback = Box<dyn FnOnce(Option<&Reason>) + Send>;
 
@@ -24,6 +27,9 @@ struct Inner {
 
 struct SignalState {
     fired: bool,
+    /// Set when the signal can no longer fire (its run ended without being stopped): callbacks
+    /// are dropped, and later ones are dropped at once.
+    closed: bool,
     reason: Option<Reason>,
     /// Boxed on the first callback: every run has a signal, few register callbacks.
     callbacks: Option<Box<Slab<Callback>>>,
@@ -95,6 +101,10 @@ impl AbortController {
     ///
     /// Callbacks run on this thread, after the signal is marked aborted and no lock is held. If a
     /// callback panics, the others still run and the first panic is resumed from this call.
+    ///
+    /// Called from inside an abort callback (one signal firing another, as linked runs do), this
+    /// marks the signal aborted and returns at once; its callbacks run after the current one,
+    /// from the outermost `abort`, so a chain of any length never deepens the stack.
     pub fn abort(&self, reason: Option<Reason>) -> bool {
         self.signal.fire(reason)
     }
@@ -103,6 +113,11 @@ impl AbortController {
     #[must_use]
     pub fn is_aborted(&self) -> bool {
         self.signal.is_aborted()
+    }
+
+    /// Declares that the signal will never fire; see [`AbortSignal::close`].
+    pub(crate) fn close(&self) {
+        self.signal.close();
     }
 }
 
@@ -113,6 +128,7 @@ impl Default for AbortSignal {
                 aborted: AtomicBool::new(false),
                 state: Mutex::new(SignalState {
                     fired: false,
+                    closed: false,
                     reason: None,
                     callbacks: None,
                 }),
@@ -166,6 +182,15 @@ impl AbortSignal {
                 slot: 0,
             };
         }
+        if state.closed {
+            // It will never fire: keeping the callback would only keep its captures alive.
+            drop(state);
+            drop(callback);
+            return AbortCallback {
+                signal: None,
+                slot: 0,
+            };
+        }
         let slot = state
             .callbacks
             .get_or_insert_default()
@@ -195,25 +220,90 @@ impl AbortSignal {
             std::mem::take(&mut state.callbacks)
         };
         self.inner.event.notify_all();
-        let mut first_panic = None;
-        for (_, callback) in callbacks
-            .into_iter()
-            .flat_map(|callbacks| callbacks.into_iter())
-        {
-            let result = panic::catch_unwind(AssertUnwindSafe(|| callback(reason.as_ref())));
-            if let Err(payload) = result {
-                first_panic.get_or_insert(payload);
-            }
-        }
-        if let Some(payload) = first_panic {
-            panic::resume_unwind(payload);
+        if let Some(callbacks) = callbacks {
+            run_callbacks(*callbacks, reason);
         }
         true
+    }
+
+    /// Declares that the signal will never fire (its run ended by itself): drops the callbacks
+    /// registered so far, outside the lock, and every later one at once.
+    pub(crate) fn close(&self) {
+        let callbacks = {
+            let mut state = lock(&self.inner.state);
+            if state.fired {
+                return;
+            }
+            state.closed = true;
+            std::mem::take(&mut state.callbacks)
+        };
+        // A callback's captures may do anything on drop, panic included: that must not stop the
+        // run from finishing.
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(callbacks)));
     }
 
     pub(crate) fn listen(&self) -> EventListener {
         self.inner.event.listen()
     }
+}
+
+/// The callbacks of one fired signal, with its reason.
+type Batch = (Slab<Callback>, Option<Reason>);
+
+thread_local! {
+    /// The batches waiting on this thread while it runs abort callbacks: a callback that fires
+    /// another signal (a linked run's stop fires that run's signal, whose callback stops the
+    /// next linked run, and so on) queues that signal's callbacks here instead of running them
+    /// on top of its own stack frame. `None` while this thread runs no callbacks.
+    #[allow(
+        clippy::missing_const_for_thread_local,
+        reason = "loom's `thread_local!` has no `const` form"
+    )]
+    static PENDING: RefCell<Option<VecDeque<Batch>>> = RefCell::new(None);
+}
+
+/// Runs `callbacks` with `reason`, then every batch they queued, breadth-first; or, when this
+/// thread is already running callbacks, queues them for that outer call. However long a chain
+/// of signals firing each other, the stack holds one callback frame at a time.
+///
+/// A panicking callback does not stop the others; the first panic resumes from the outermost
+/// call once every queued callback has run.
+fn run_callbacks(callbacks: Slab<Callback>, reason: Option<Reason>) {
+    let nested = PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        match pending.as_mut() {
+            Some(queue) => {
+                queue.push_back((callbacks, reason.clone()));
+                None
+            }
+            None => {
+                *pending = Some(VecDeque::new());
+                Some((callbacks, reason.clone()))
+            }
+        }
+    });
+    let Some(first) = nested else {
+        return;
+    };
+    // Clears the queue even if dropping a payload below unwinds.
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            let _ = PENDING.try_with(|pending| pending.borrow_mut().take());
+        }
+    }
+    let done = Done;
+    let mut panic = Deferred::default();
+    let mut batch = Some(first);
+    while let Some((callbacks, reason)) = batch.take().or_else(|| {
+        PENDING.with(|pending| pending.borrow_mut().as_mut().and_then(VecDeque::pop_front))
+    }) {
+        for (_, callback) in callbacks {
+            panic.catch(|| callback(reason.as_ref()));
+        }
+    }
+    drop(done);
+    panic.resume();
 }
 
 impl fmt::Debug for AbortSignal {

@@ -19,7 +19,10 @@ pub enum RunError<T> {
         task: T,
     },
     /// The spawner dropped the run without polling it (for example, its runtime has shut down).
-    /// The task was dropped with it; the key is idle with [`Outcome::Lost`](crate::Outcome::Lost).
+    /// The task was dropped with it and the key is idle again. The run's outcome is
+    /// [`Outcome::Lost`](crate::Outcome::Lost), unless it was stopped before the spawner
+    /// refused it (a linked signal that had already fired): then it is
+    /// [`Outcome::Stopped`](crate::Outcome::Stopped).
     Spawn(SpawnError),
 }
 

@@ -328,30 +328,35 @@ macro_rules! controller_methods {
             St::Item: IntoProgress<S, E, M>,
             M: 'static,
         {
-            loop {
+            // Stopping the old run may panic (a listener, an abort callback): the replacement
+            // still starts, and the panic resumes afterwards.
+            let mut panic = $crate::panics::Deferred::default();
+            let result = loop {
                 match (self.inner.state_node(key.clone()), conflict) {
                     (StateNode::Idle(idle), _) => match idle.run(task) {
                         // Lost a race to another run: look again.
                         Err(RunError::Busy { task: back, .. }) if conflict != Conflict::Reject => {
                             task = back;
                         }
-                        result => return result,
+                        result => break result,
                     },
                     (StateNode::Running(running), Conflict::Reject) => {
-                        return Err(RunError::Busy {
+                        break Err(RunError::Busy {
                             task,
                             running: running.run_id(),
                         });
                     }
                     (StateNode::Running(running), Conflict::UseExisting) => {
-                        return Ok(running.handle());
+                        break Ok(running.handle());
                     }
                     (StateNode::Running(running), Conflict::Replace) => {
                         // A stale node means the run ended meanwhile: look again either way.
-                        let _ = running.stop(Reason::superseded());
+                        panic.catch(|| running.stop(Reason::superseded()));
                     }
                 }
-            }
+            };
+            panic.resume();
+            result
         }
 
         /// Stops every running task with `reason` and refuses runs from now on; the returned
@@ -477,8 +482,8 @@ where
             return Err(RunError::ShutDown { task });
         }
         // Counted before the compare-and-set, so a shutdown's `Shutdown` future also waits for a
-        // start that is still deciding.
-        self.live.enter();
+        // start that is still deciding; the token uncounts it should the start unwind.
+        let live = self.live.enter();
         let topic = self.topics.subject(key.clone());
         let run = Arc::new(Run::new(topic));
         let erased: Arc<dyn ErasedRun<E>> = run.clone();
@@ -514,7 +519,7 @@ where
         });
         let id = run.core.id();
         if !started {
-            self.live.exit();
+            drop(live);
             panic.resume();
             return Err(match (refused, busy) {
                 (false, Some(running)) => RunError::Busy { task, running },
@@ -522,17 +527,20 @@ where
                 _ => RunError::ShutDown { task },
             });
         }
-        let link = link.map(|signal| {
+        // A signal that has fired already runs the callback here, stopping the run before its
+        // driver exists; a listener's panic in that stop is held until the driver is spawned.
+        let link = link.and_then(|signal| {
             let run: Weak<dyn ErasedRun<E>> = Arc::downgrade(&run) as Weak<dyn ErasedRun<E>>;
-            signal.on_abort(move |reason| {
-                if let Some(run) = run.upgrade() {
-                    // Stale is fine: the run ended before the linked signal fired.
-                    let _ = stop(&*run, reason.cloned());
-                }
+            panic.catch(|| {
+                signal.on_abort(move |reason| {
+                    if let Some(run) = run.upgrade() {
+                        // Stale is fine: the run ended before the linked signal fired.
+                        let _ = stop(&*run, reason.cloned());
+                    }
+                })
             })
         });
-        let driver: Driver<K, S, E, H, F, St, M> =
-            Driver::new(Arc::clone(&run), task, Arc::clone(&self.live), link);
+        let driver: Driver<K, S, E, H, F, St, M> = Driver::new(Arc::clone(&run), task, live, link);
         // The key is running now: even if a listener panicked above, the run needs its driver.
         panic.catch(|| self.spawner.spawn(Box::pin(driver)));
         let result = if run.core.was_refused() {

@@ -186,6 +186,14 @@ impl<E> RunCore<E> {
         self.abort.is_aborted()
     }
 
+    /// Whether the run's recorded outcome is `Stopped`.
+    fn was_stopped(&self) -> bool {
+        lock(&self.completion)
+            .outcome
+            .as_ref()
+            .is_some_and(Outcome::is_stopped)
+    }
+
     pub(crate) fn was_refused(&self) -> bool {
         self.refused.load(Ordering::Acquire)
     }
@@ -242,7 +250,7 @@ where
     }
 
     fn stop_transition(&self, reason: Option<Reason>) -> bool {
-        self.conclude(Outcome::Stopped { reason })
+        self.conclude(&Outcome::Stopped { reason })
     }
 }
 
@@ -261,23 +269,33 @@ where
     }
 
     /// Publishes `progress` if this run still owns the key.
+    ///
+    /// A discarded item is dropped here, after the key's lock is released: its destructor is
+    /// user code and may call back into the repository.
     fn publish(&self, progress: S) -> bool {
         let id = self.core.id();
-        self.topic.update(|slot| {
+        let mut progress = Some(progress);
+        let published = self.topic.update(|slot| {
             let slot = slot?;
-            (slot.running_id() == Some(id)).then(|| Slot {
+            if slot.running_id() != Some(id) {
+                return None;
+            }
+            Some(Slot {
                 state: State::Running {
                     run: id,
-                    progress: Some(progress),
+                    progress: progress.take(),
                 },
                 run: slot.run.clone(),
             })
-        })
+        });
+        drop(progress);
+        published
     }
 
     /// Ends the run with `outcome` if it still owns the key; the outcome is recorded inside the
-    /// same transition, so handle, state and listeners agree.
-    pub(crate) fn conclude(&self, outcome: Outcome<E>) -> bool {
+    /// same transition, so handle, state and listeners agree. A discarded outcome is dropped by
+    /// the caller, after the key's lock is released.
+    pub(crate) fn conclude(&self, outcome: &Outcome<E>) -> bool {
         let id = self.core.id();
         self.topic.update(|slot| {
             let slot = slot?;
@@ -285,7 +303,7 @@ where
                 return None;
             }
             self.core.set_outcome(outcome.clone());
-            Some(Slot::idle(Some(outcome)))
+            Some(Slot::idle(Some(outcome.clone())))
         })
     }
 }
@@ -303,11 +321,14 @@ impl LiveTasks {
         self.count.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn enter(&self) {
+    /// Counts one more live task until the returned token is dropped, so a start that unwinds
+    /// before its driver exists leaves no count behind.
+    pub(crate) fn enter(self: &Arc<Self>) -> Live {
         self.count.fetch_add(1, Ordering::AcqRel);
+        Live(Arc::clone(self))
     }
 
-    pub(crate) fn exit(&self) {
+    fn exit(&self) {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.quiet.notify_all();
         }
@@ -315,6 +336,15 @@ impl LiveTasks {
 
     pub(crate) fn listen(&self) -> EventListener {
         self.quiet.listen()
+    }
+}
+
+/// One live task, counted in [`LiveTasks`] until dropped.
+pub(crate) struct Live(Arc<LiveTasks>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.exit();
     }
 }
 
@@ -344,7 +374,7 @@ pin_project! {
         stream: Option<St>,
         task: Option<F>,
         run: Option<Arc<Run<K, S, E, H>>>,
-        live: Arc<LiveTasks>,
+        live: Option<Live>,
         link: Option<AbortCallback>,
         // A listener's panic during one of this run's transitions, resumed once the run is done.
         panic: Deferred,
@@ -383,7 +413,7 @@ pin_project! {
                     run.core.refused.store(true, Ordering::Release);
                 }
                 // Stale-safe: does nothing if the run no longer owns the key.
-                this.panic.catch(|| run.conclude(Outcome::Lost));
+                this.panic.catch(|| run.conclude(&Outcome::Lost));
             }
             finish(this.stream, this.task, run, this.link, this.live);
             this.panic.resume();
@@ -398,18 +428,24 @@ fn finish<K, S, E, H, F, St>(
     task: &mut Option<F>,
     run: Arc<Run<K, S, E, H>>,
     link: &mut Option<AbortCallback>,
-    live: &Arc<LiveTasks>,
+    live: &mut Option<Live>,
 ) {
     // A panicking destructor must not keep the handles waiting forever.
     let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
     let _ = panic::catch_unwind(AssertUnwindSafe(|| stream.set(None)));
     drop(link.take());
+    // A run that was not stopped can never be: its signal's callbacks (and whatever they hold,
+    // maybe this run's own handle) go now. A stopped run's signal is fired by its stopper, who
+    // may not have done so yet: its callbacks must stay for that.
+    if !run.core.was_stopped() {
+        run.core.abort.close();
+    }
     // The driver's lease first, then the handles, then the live count: once a handle resolves
     // the driver holds no key, and once a shutdown resolves every handle has resolved too.
     let core = Arc::clone(&run.core);
     drop(run);
     core.finish();
-    live.exit();
+    drop(live.take());
 }
 
 impl<K, S, E, H, F, St, M> Driver<K, S, E, H, F, St, M>
@@ -422,14 +458,14 @@ where
     pub(crate) fn new(
         run: Arc<Run<K, S, E, H>>,
         task: F,
-        live: Arc<LiveTasks>,
+        live: Live,
         link: Option<AbortCallback>,
     ) -> Self {
         Self {
             stream: None,
             task: Some(task),
             run: Some(run),
-            live,
+            live: Some(live),
             link,
             panic: Deferred::default(),
             started: false,
@@ -501,7 +537,9 @@ where
         };
         if let Some(outcome) = outcome {
             // Stale-safe: a stop that won the race has recorded its own outcome.
-            this.panic.catch(|| run.conclude(outcome));
+            this.panic.catch(|| run.conclude(&outcome));
+            // Dropped here, not inside the transition: a discarded error's destructor is user code.
+            drop(outcome);
         }
         *this.concluded = true;
         if let Some(run) = this.run.take() {
