@@ -13,11 +13,11 @@ use keyrunner_task_runner_repository::{LastError, Outcome, Reason, RunId, State,
 type Repo = keyrunner_task_runner_repository::TaskRunnerRepository<&'static str, u32, String>;
 
 fn idle(last: Option<Outcome<String>>) -> State<u32, String> {
-    State::Idle { last }
+    common::idle(last)
 }
 
 fn running(run: RunId, progress: Option<u32>) -> State<u32, String> {
-    State::Running { run, progress }
+    common::running(run, progress)
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_completed_run_shows_every_transition_in_order() {
             running(run, None),
             running(run, Some(1)),
             running(run, Some(2)),
-            idle(Some(Outcome::Completed)),
+            common::ended(Outcome::Completed, Some(2)),
         ]
     );
     assert_eq!(handle.outcome(), Some(Outcome::Completed));
@@ -66,7 +66,12 @@ fn a_failing_stream_records_its_error_and_drops_the_stream() {
     manual.drive(&mut pool);
 
     let outcome = handle.outcome().unwrap();
-    assert_eq!(outcome, Outcome::Failed(Arc::new("boom".to_string())));
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            error: Arc::new("boom".to_string())
+        }
+    );
     let state = repo.state(&"k");
     assert_eq!(state.error(), Some(LastError::Failed(&"boom".to_string())));
     assert_eq!(alive.count(), 0, "the stream is dropped after its error");
@@ -147,7 +152,7 @@ fn a_stale_node_cannot_stop_a_later_run() {
     let second = repo.run("k", |_| stream::pending::<u32>()).unwrap();
 
     let error = stale.stop(Reason::from("late")).unwrap_err();
-    assert_eq!(error.run_id(), first.run_id());
+    assert_eq!(error.run_id(), Some(first.run_id()));
     assert_eq!(
         error.to_string(),
         format!("{} has already ended", first.run_id())
@@ -293,7 +298,11 @@ fn the_last_outcome_is_kept_while_a_handle_lives_and_forgotten_after() {
     let repo: Repo = manual.repository();
     let handle = repo.run("k", |_| stream::iter([1])).unwrap();
     manual.drive(&mut pool);
-    assert_eq!(repo.state(&"k"), idle(Some(Outcome::Completed)));
+    assert_eq!(
+        repo.state(&"k"),
+        common::ended(Outcome::Completed, Some(1)),
+        "idle keeps the run's final progress"
+    );
     assert_eq!(repo.len(), 1);
     drop(handle);
     assert_eq!(repo.len(), 0, "idle, unwatched, no handle: forgotten");
@@ -308,7 +317,7 @@ fn a_listener_keeps_the_last_outcome() {
     let subscription = repo.listen("k", |_| {}, false);
     repo.run("k", |_| stream::iter([1])).unwrap().detach();
     manual.drive(&mut pool);
-    assert_eq!(repo.state(&"k"), idle(Some(Outcome::Completed)));
+    assert_eq!(repo.state(&"k"), common::ended(Outcome::Completed, Some(1)));
     subscription.unsubscribe();
     assert!(repo.is_empty());
 }
@@ -351,7 +360,7 @@ fn the_task_sees_its_key_and_signal() {
     let sink = Arc::clone(&seen);
     let handle = repo
         .run("k", move |cx| {
-            *sink.lock().unwrap() = Some((*cx.job_key(), cx.abort_signal().is_aborted()));
+            *sink.lock().unwrap() = Some((*cx.key(), cx.abort_signal().is_aborted()));
             stream::empty::<u32>()
         })
         .unwrap();

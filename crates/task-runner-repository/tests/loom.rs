@@ -2,11 +2,11 @@
 //!
 //! Each model drives the run's driver by hand on a loom thread (polled with a no-op waker), so
 //! loom chooses every interleaving of the repository's locks and atomics with the driver's.
-//! What loom sees: the registry's and the subjects' mutexes and condvar, the repository's and
-//! the abort signal's atomics and mutexes, and `event-listener`'s internals (its `loom`
-//! feature). What it does not see: the `std::sync::Arc`s that hold runs and repository
-//! internals (reference counts are not part of the protocol), and the test's own bookkeeping
-//! (std mutexes never held across a loom operation).
+//! What loom sees: the registry's and the subjects' mutexes and condvar, and the repository's
+//! own atomics and mutexes (the run records, abort signals, wait lists and the live count).
+//! What it does not see: the `std::sync::Arc`s that hold runs and repository internals
+//! (reference counts are not part of the protocol), and the test's own bookkeeping (std
+//! mutexes never held across a loom operation).
 #![cfg(loom)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,21 +18,21 @@ use std::task::Context;
 
 use futures::stream;
 use keyrunner_task_runner_repository::{
-    BoxFuture, Conflict, Outcome, Reason, RunHandle, RunningNode, State, StateNode,
-    TaskRunnerRepository,
+    Conflict, Driver, Event, NoError, Outcome, Reason, RunHandle, RunningNode, State, StateNode,
+    TaskRunnerRepository, spawn_fn,
 };
 use loom::sync::Arc;
 use loom::thread;
 
 type Repo = TaskRunnerRepository<u8, u8>;
-type Node = RunningNode<u8, u8, std::convert::Infallible, std::collections::hash_map::RandomState>;
+type Node = RunningNode<u8, u8>;
 
 /// Drivers handed to the spawner, waiting for a model thread to poll them.
 #[derive(Clone)]
-struct Spawned(Arc<StdMutex<Vec<BoxFuture>>>);
+struct Spawned(Arc<StdMutex<Vec<Driver>>>);
 
 impl Spawned {
-    fn take_one(&self) -> Option<BoxFuture> {
+    fn take_one(&self) -> Option<Driver> {
         let mut queue = self.0.lock().unwrap();
         if queue.is_empty() {
             None
@@ -50,15 +50,15 @@ impl Spawned {
 fn repository() -> (Repo, Spawned) {
     let spawned = Spawned(Arc::new(StdMutex::new(Vec::new())));
     let queue = spawned.clone();
-    let repo = Repo::new(move |future: BoxFuture| queue.0.lock().unwrap().push(future));
+    let repo = Repo::new(spawn_fn(move |future| queue.0.lock().unwrap().push(future)));
     (repo, spawned)
 }
 
 /// Polls `future` until it is ready, yielding to the other model threads while it is pending.
-fn drive(mut future: BoxFuture) {
+fn drive(mut future: Driver) {
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
-    while future.as_mut().poll(&mut cx).is_pending() {
+    while Pin::new(&mut future).poll(&mut cx).is_pending() {
         thread::yield_now();
     }
 }
@@ -78,7 +78,7 @@ fn running_node(repo: &Repo) -> Node {
 }
 
 /// Counts how often a run's signal fires.
-fn count_aborts(handle: &RunHandle<std::convert::Infallible>) -> std::sync::Arc<StdAtomicUsize> {
+fn count_aborts(handle: &RunHandle<NoError>) -> std::sync::Arc<StdAtomicUsize> {
     let fired = std::sync::Arc::new(StdAtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&fired);
     handle
@@ -98,13 +98,17 @@ fn record(repo: &Repo) -> (Seen, impl Sized) {
     let sink = std::sync::Arc::clone(&seen);
     let subscription = repo.listen(
         0,
-        move |state: &State<u8>| sink.lock().unwrap().push(state.clone()),
+        move |event: &Event<u8>| {
+            if let Some(state) = event.state() {
+                sink.lock().unwrap().push(state.clone());
+            }
+        },
         false,
     );
     (seen, subscription)
 }
 
-fn stopped(reason: &str) -> Outcome<std::convert::Infallible> {
+fn stopped(reason: &str) -> Outcome<NoError> {
     Outcome::Stopped {
         reason: Some(Reason::from(reason)),
     }

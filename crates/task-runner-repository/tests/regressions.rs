@@ -12,12 +12,12 @@ use std::task::Context;
 use std::thread;
 use std::time::Duration;
 
-use common::Manual;
+use common::{Manual, on_state};
 use futures::executor::LocalPool;
 use futures::stream;
 use keyrunner_task_runner_repository::{
-    AbortController, BoxFuture, Conflict, Outcome, Reason, RunError, RunHandle, State, StateNode,
-    TaskRunnerRepository,
+    AbortController, Conflict, Driver, Outcome, Reason, RunError, RunHandle, State, StateNode,
+    TaskRunnerRepository, spawn_fn,
 };
 
 /// How long a test waits for work that must finish promptly before it calls it a hang.
@@ -51,7 +51,7 @@ fn shutdown_does_not_hang_after_a_linked_start_unwinds() {
     let repo: TaskRunnerRepository<u32, u32> = manual.repository();
     let _panicky = repo.listen(
         1,
-        |state: &State<u32>| assert!(!state.is_idle(), "listener sees idle"),
+        on_state(|state: &State<u32>| assert!(!state.is_idle(), "listener sees idle")),
         false,
     );
     let controller = AbortController::new();
@@ -252,13 +252,13 @@ fn a_runs_abort_callbacks_are_dropped_when_it_ends() {
 /// already fired), in which case it is `Stopped`, as the docs say.
 #[test]
 fn a_refused_run_ends_lost_unless_it_was_stopped_first() {
-    let refusing = |future: BoxFuture| drop(future);
-    let repo: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(refusing);
+    let refusing = |driver: Driver| drop(driver);
+    let repo: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(spawn_fn(refusing));
     let _watch = repo.listen(1, |_| {}, false);
     let _watch_2 = repo.listen(2, |_| {}, false);
 
     let refused = repo.run(1, |_| stream::pending::<u32>());
-    assert!(matches!(refused, Err(RunError::Spawn(_))));
+    assert!(matches!(refused, Err(RunError::Spawn { .. })));
     assert_eq!(repo.state(&1).last_outcome(), Some(&Outcome::Lost));
 
     let controller = AbortController::new();
@@ -269,7 +269,7 @@ fn a_refused_run_ends_lost_unless_it_was_stopped_first() {
         }
         StateNode::Running(_) => unreachable!("nothing ran key 2"),
     };
-    assert!(matches!(refused, Err(RunError::Spawn(_))));
+    assert!(matches!(refused, Err(RunError::Spawn { .. })));
     assert_eq!(
         repo.state(&2).last_outcome(),
         Some(&Outcome::Stopped {

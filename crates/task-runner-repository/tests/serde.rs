@@ -18,7 +18,9 @@ fn every_outcome_round_trips() {
         Outcome::Stopped {
             reason: Some(Reason::from("user interrupted")),
         },
-        Outcome::Failed(Arc::new("overloaded".to_string())),
+        Outcome::Failed {
+            error: Arc::new("overloaded".to_string()),
+        },
         Outcome::Panicked {
             message: Some(Arc::from("boom")),
         },
@@ -27,10 +29,14 @@ fn every_outcome_round_trips() {
     for outcome in outcomes {
         let state = State::Idle {
             last: Some(outcome),
+            progress: None,
         };
         assert_eq!(round_trip(&state), state);
     }
-    let idle = State::Idle { last: None };
+    let idle = State::Idle {
+        last: None,
+        progress: None,
+    };
     assert_eq!(round_trip(&idle), idle);
 }
 
