@@ -8,7 +8,9 @@ use common::{Alive, Manual, recorder};
 use futures::channel::mpsc;
 use futures::executor::LocalPool;
 use futures::stream;
-use keyrunner_task_runner_repository::{LastError, Outcome, Reason, RunId, State, StateNode};
+use keyrunner_task_runner_repository::{
+    LastError, Outcome, Reason, RunError, RunId, State, StateNode,
+};
 
 type Repo = keyrunner_task_runner_repository::TaskRunnerRepository<&'static str, u32, String>;
 
@@ -370,5 +372,118 @@ fn the_task_sees_its_key_and_signal() {
     assert!(
         !handle.abort_signal().is_aborted(),
         "a run's own end fires nothing"
+    );
+}
+
+#[test]
+fn stop_by_key_stops_the_run_current_at_that_instant() {
+    let manual = Manual::default();
+    let mut pool = LocalPool::new();
+    let repo: Repo = manual.repository();
+    assert_eq!(
+        repo.stop(&"k", Reason::from("nothing")),
+        Err(keyrunner_task_runner_repository::StopError::Idle)
+    );
+    let first = repo.run("k", |_| stream::pending::<u32>()).unwrap();
+    assert_eq!(repo.stop(&"k", Reason::from("user")), Ok(first.run_id()));
+    manual.drive(&mut pool);
+    let second = repo.run("k", |_| stream::pending::<u32>()).unwrap();
+    assert_eq!(
+        repo.controller().stop(&"k", None),
+        Ok(second.run_id()),
+        "the run current now, not the one stopped before"
+    );
+    manual.drive(&mut pool);
+    assert_eq!(
+        first.outcome(),
+        Some(Outcome::Stopped {
+            reason: Some(Reason::from("user"))
+        })
+    );
+    assert_eq!(second.outcome(), Some(Outcome::Stopped { reason: None }));
+    assert_eq!(
+        repo.stop(&"k", None).unwrap_err().to_string(),
+        "the key is idle"
+    );
+}
+
+#[test]
+fn is_allocated_follows_what_holds_the_key() {
+    let manual = Manual::default();
+    let mut pool = LocalPool::new();
+    let repo: Repo = manual.repository();
+    assert!(!repo.is_allocated(&"k"));
+    let handle = repo.run("k", |_| stream::iter([1])).unwrap();
+    assert!(repo.is_allocated(&"k"), "running");
+    manual.drive(&mut pool);
+    assert!(repo.is_allocated(&"k"), "the handle holds it");
+    drop(handle);
+    assert!(!repo.is_allocated(&"k"), "forgotten");
+    let observer = repo.observer();
+    let listening = observer.listen("k", |_| {}, false);
+    assert!(observer.is_allocated(&"k"));
+    drop(listening);
+    assert!(!observer.is_allocated(&"k"));
+}
+
+#[test]
+fn a_running_node_exposes_its_runs_progress() {
+    let manual = Manual::default();
+    let mut pool = LocalPool::new();
+    let repo: Repo = manual.repository();
+    let (tx, rx) = mpsc::unbounded();
+    let handle = repo.run("k", move |_| rx).unwrap();
+    manual.drive(&mut pool);
+    let StateNode::Running(node) = repo.state_node("k") else {
+        panic!("running");
+    };
+    assert_eq!(node.progress(), None);
+    tx.unbounded_send(7).unwrap();
+    manual.drive(&mut pool);
+    assert_eq!(node.progress().as_deref(), Some(&7));
+    drop(tx);
+    manual.drive(&mut pool);
+    assert_eq!(handle.outcome(), Some(Outcome::Completed));
+    assert_eq!(
+        node.progress().as_deref(),
+        Some(&7),
+        "what it was when the run ended"
+    );
+}
+
+#[test]
+fn run_errors_box_without_their_task_and_print_each_sentence_once() {
+    use std::error::Error;
+
+    let manual = Manual::default();
+    let repo: Repo = manual.repository();
+    let first = repo.run("k", |_| stream::pending::<u32>()).unwrap();
+    // A task that is neither `Sync` nor `Debug`.
+    let cell = std::cell::Cell::new(1);
+    let task = move |_| stream::iter([cell.get()]);
+    let error = repo.run("k", task).unwrap_err();
+    assert!(error.is_busy());
+    let (free, task) = error.into_parts();
+    assert!(task.is_some(), "the task comes back");
+    let boxed: Box<dyn Error + Send + Sync + 'static> = Box::new(free);
+    assert_eq!(
+        boxed.to_string(),
+        format!("the key is already running {}", first.run_id())
+    );
+    assert!(boxed.source().is_none(), "one sentence, printed once");
+    assert_eq!(
+        format!(
+            "{free:?}",
+            free = RunError::<()>::Spawn {
+                run: first.run_id()
+            }
+        ),
+        format!("Spawn {{ run: {:?} }}", first.run_id())
+    );
+    drop(repo.shutdown(None));
+    let refused = repo.run("k", |_| stream::pending::<u32>()).unwrap_err();
+    assert_eq!(
+        refused.without_task().to_string(),
+        "the repository is shut down"
     );
 }

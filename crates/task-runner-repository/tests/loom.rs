@@ -16,10 +16,10 @@ use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 use std::task::Context;
 
-use futures::stream;
+use futures::stream::{self, StreamExt};
 use keyrunner_task_runner_repository::{
-    Conflict, Driver, Event, NoError, Outcome, Reason, RunHandle, RunningNode, State, StateNode,
-    TaskRunnerRepository, spawn_fn,
+    Conflict, Delta, Driver, Event, NoError, Outcome, Reason, RunHandle, RunningNode, State,
+    StateNode, TaskRunnerRepository, spawn_fn,
 };
 use loom::sync::Arc;
 use loom::thread;
@@ -48,9 +48,16 @@ impl Spawned {
 
 /// A repository whose spawner stores each driver for the model to poll.
 fn repository() -> (Repo, Spawned) {
+    repository_of()
+}
+
+/// The same, for any progress type.
+fn repository_of<P: Send + Sync + 'static>() -> (TaskRunnerRepository<u8, P>, Spawned) {
     let spawned = Spawned(Arc::new(StdMutex::new(Vec::new())));
     let queue = spawned.clone();
-    let repo = Repo::new(spawn_fn(move |future| queue.0.lock().unwrap().push(future)));
+    let repo = TaskRunnerRepository::new(spawn_fn(move |driver| {
+        queue.0.lock().unwrap().push(driver);
+    }));
     (repo, spawned)
 }
 
@@ -305,5 +312,64 @@ fn awaiting_a_handle_racing_completion_is_always_woken() {
         drop(leaving);
         assert_eq!(loom::future::block_on(handle), Outcome::Completed);
         executor.join().unwrap();
+    });
+}
+
+/// A stream racing a shutdown that stops its key's run: the stream yields the run's end (stopped
+/// by the shutdown) and only then ends. Its task parks until woken, so a lost wake-up (the end
+/// pushed, or the shutdown signalled, between the stream's check and its registration) is a
+/// deadlock loom reports.
+#[test]
+fn a_stream_racing_shutdown_yields_the_final_state_then_ends() {
+    loom::model(|| {
+        let (repo, spawned) = repository();
+        repo.run(0, |_| stream::pending::<u8>()).unwrap().detach();
+        let mut events = repo.stream(0);
+        let stopper = {
+            let repo = repo.clone();
+            thread::spawn(move || drop(repo.shutdown(Reason::from("bye"))))
+        };
+        let seen: Vec<Event<u8>> = loom::future::block_on((&mut events).collect());
+        stopper.join().unwrap();
+        let last = seen.last().and_then(Event::state).expect("a final state");
+        assert_eq!(last.last_outcome(), Some(&stopped("bye")));
+        drive_all(&spawned);
+    });
+}
+
+/// A stop racing a driver that publishes deltas: the idle state's final progress is exactly the
+/// deltas a listener saw, folded — none lost between the stopper's fold and its transition, none
+/// published after it.
+#[test]
+fn a_stop_racing_deltas_keeps_the_final_progress_exact() {
+    loom::model(|| {
+        let (repo, spawned) = repository_of::<String>();
+        let seen = std::sync::Arc::new(StdMutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        let _subscription = repo.listen(
+            0,
+            move |event: &Event<String>| sink.lock().unwrap().push(event.clone()),
+            false,
+        );
+        let handle = repo
+            .run(0, |_| {
+                stream::iter(["a", "b"].map(|token| Delta(token.to_owned())))
+            })
+            .unwrap();
+        let driver = spawned.take_one().unwrap();
+        let executor = thread::spawn(move || drive(driver));
+        let stopped = repo.stop(&0, None).is_ok();
+        executor.join().unwrap();
+
+        let seen = seen.lock().unwrap();
+        let folded: String = seen
+            .iter()
+            .filter_map(Event::delta)
+            .map(String::as_str)
+            .collect();
+        let end = seen.last().and_then(Event::state).expect("the run's end");
+        assert_eq!(end.progress().cloned().unwrap_or_default(), folded);
+        assert_eq!(end.last_outcome().is_some_and(Outcome::is_stopped), stopped);
+        assert_eq!(handle.outcome().as_ref(), end.last_outcome());
     });
 }
