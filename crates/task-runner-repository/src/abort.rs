@@ -12,26 +12,33 @@ use slab::Slab;
 
 use crate::panics::Deferred;
 use crate::state::Reason;
-use crate::sync::{AtomicBool, Mutex, Ordering, lock, thread_local};
+use crate::sync::{AtomicU8, Mutex, Ordering, lock, thread_local};
 use crate::wait::{WaitList, WaitSlot};
 
 type Callback = Box<dyn FnOnce(Option<&Reason>) + Send>;
+
+/// [`SignalCore::flags`]: the signal fired (its reason is written).
+const FIRED: u8 = 1;
+/// The signal can no longer fire (its run ended without being stopped): callbacks and waiters
+/// are dropped, and later ones are dropped at once.
+const CLOSED: u8 = 2;
+/// Someone registered a callback or a waiter: closing must take the lock to drop them.
+const LISTENED: u8 = 4;
 
 /// The state of one signal. A standalone controller owns one in an `Arc`; a run's signal lives
 /// inside the run's record (see [`SignalHost`]), which saves an allocation per run.
 #[derive(Default)]
 pub(crate) struct SignalCore {
-    /// Set once, under the lock, after `reason` is written; read without it.
-    aborted: AtomicBool,
+    /// `FIRED`, `CLOSED`, `LISTENED`. Each is set once by a read-modify-write, so they are
+    /// totally ordered: a registration (which sets `LISTENED` under the lock) either sees
+    /// `CLOSED` and keeps nothing, or is seen by `close`, which then takes the lock.
+    flags: AtomicU8,
     state: Mutex<SignalState>,
 }
 
 #[derive(Default)]
 struct SignalState {
     fired: bool,
-    /// Set when the signal can no longer fire (its run ended without being stopped): callbacks
-    /// are dropped, and later ones are dropped at once.
-    closed: bool,
     reason: Option<Reason>,
     /// Boxed on the first callback: every run has a signal, few register callbacks.
     callbacks: Option<Box<Slab<Callback>>>,
@@ -53,7 +60,7 @@ impl SignalHost for SignalCore {
 impl SignalCore {
     /// Whether the signal has fired.
     pub(crate) fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire) & FIRED != 0
     }
 
     /// Fires the signal: wakes its waiters, then runs its callbacks (see [`run_callbacks`]).
@@ -66,7 +73,8 @@ impl SignalCore {
             }
             state.fired = true;
             state.reason = reason.clone();
-            self.aborted.store(true, Ordering::Release);
+            // After the reason: a reader that sees the flag sees the reason.
+            self.flags.fetch_or(FIRED, Ordering::AcqRel);
             (state.callbacks.take(), state.waiters.take())
         };
         waiters.wake_all();
@@ -81,12 +89,15 @@ impl SignalCore {
     ///
     /// Its waiters' wakers are dropped too: they wait for nothing that can happen.
     pub(crate) fn close(&self) {
+        if self.flags.fetch_or(CLOSED, Ordering::AcqRel) & LISTENED == 0 {
+            // Nothing was ever registered, and nothing will be kept from now on.
+            return;
+        }
         let (callbacks, waiters) = {
             let mut state = lock(&self.state);
             if state.fired {
                 return;
             }
-            state.closed = true;
             (state.callbacks.take(), state.waiters.take())
         };
         // A callback's captures may do anything on drop, panic included: that must not stop the
@@ -103,7 +114,7 @@ impl SignalCore {
         if state.fired {
             return true;
         }
-        if state.closed {
+        if self.listen() & CLOSED != 0 {
             // It will never fire: nothing to wake.
             return false;
         }
@@ -117,6 +128,11 @@ impl SignalCore {
     pub(crate) fn unregister(&self, slot: WaitSlot) {
         let removed = lock(&self.state).waiters.remove(slot);
         drop(removed);
+    }
+
+    /// Marks the signal listened to (call under the lock); returns the flags before.
+    fn listen(&self) -> u8 {
+        self.flags.fetch_or(LISTENED, Ordering::AcqRel)
     }
 
     fn reason(&self) -> Option<Reason> {
@@ -261,14 +277,15 @@ impl AbortSignal {
     where
         F: FnOnce(Option<&Reason>) + Send + 'static,
     {
-        let mut state = lock(&self.core().state);
+        let core = self.core();
+        let mut state = lock(&core.state);
         if state.fired {
             let reason = state.reason.clone();
             drop(state);
             callback(reason.as_ref());
             return AbortCallback::inert();
         }
-        if state.closed {
+        if core.listen() & CLOSED != 0 {
             // It will never fire: keeping the callback would only keep its captures alive.
             drop(state);
             drop(callback);

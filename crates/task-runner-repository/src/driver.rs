@@ -48,29 +48,38 @@ pin_project! {
             let Some(run) = this.run.take() else {
                 return;
             };
+            let mut by_itself = false;
             if !*this.concluded {
                 // The executor dropped the run before it ended.
                 if !*this.started {
                     this.core.refuse();
                 }
                 // Stale-safe: does nothing if the run no longer owns the key.
-                run.conclude(&Outcome::Lost, this.panic);
+                by_itself = run.conclude(&Outcome::Lost, this.panic);
             }
-            finish(this.stream, this.task, run, this.core, this.link, this.live);
+            let parts = (this.stream, this.task, this.link, this.live);
+            finish(parts, run, this.core, by_itself);
             this.panic.resume();
         }
     }
 }
 
+/// What [`finish`] drops: the stream, the task, the link and the live count.
+type Parts<'a, St, F> = (
+    Pin<&'a mut Option<St>>,
+    &'a mut Option<F>,
+    &'a mut Option<AbortCallback>,
+    &'a mut Option<Live>,
+);
+
 /// Drops the stream (on the executor, where it was polled), lets go of the key, tells the
-/// handles, then leaves the live count.
+/// handles, then leaves the live count. `by_itself`: the driver recorded the run's end (it was
+/// not stopped), so its signal can never fire.
 fn finish<K, P, E, F, St>(
-    mut stream: Pin<&mut Option<St>>,
-    task: &mut Option<F>,
+    (mut stream, task, link, live): Parts<'_, St, F>,
     run: Arc<dyn RunOps<K, P, E>>,
     core: &RunCore<P, E>,
-    link: &mut Option<AbortCallback>,
-    live: &mut Option<Live>,
+    by_itself: bool,
 ) {
     // A panicking destructor must not keep the handles waiting forever.
     let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
@@ -79,7 +88,7 @@ fn finish<K, P, E, F, St>(
     // The driver's lease first, then the handles, then the live count: once a handle resolves
     // the driver holds no key, and once a shutdown resolves every handle has resolved too.
     drop(run);
-    core.finish();
+    core.finish(by_itself);
     drop(live.take());
 }
 
@@ -122,8 +131,9 @@ where
             return Poll::Ready(());
         };
         let mut budget = YIELD_BUDGET;
-        // The waker is registered once per poll; within the poll a stop is seen by the flag.
-        let mut aborted = this.core.register_driver(this.waiting, cx.waker());
+        // A stop is seen by the flag; the waker is registered only before the driver waits, so
+        // a stream that never waits costs no registration.
+        let mut aborted = this.core.signal_core().is_aborted();
         let outcome = loop {
             // A stopper records the outcome before it fires the signal: nothing to record here.
             if aborted {
@@ -141,7 +151,15 @@ where
                 break Some(Outcome::Lost);
             };
             match panic::catch_unwind(AssertUnwindSafe(|| stream.poll_next(cx))) {
-                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Pending) => {
+                    // Registered, then the flag is looked at again under the lock a stop takes
+                    // to fire: either the stop wakes this waker, or this sees the stop.
+                    if this.core.register_driver(this.waiting, cx.waker()) {
+                        aborted = true;
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 Ok(Poll::Ready(Some(item))) => match item.into_update() {
                     Ok(update) => {
                         // A listener's panic means the item was published: keep driving.
@@ -152,7 +170,13 @@ where
                             // Being stopped: the item is discarded, and the stopper records the
                             // outcome, then fires the signal, which wakes this driver (its waker
                             // is registered) to drop the stream.
-                            Some(Ok(Published::Closing)) => return Poll::Pending,
+                            Some(Ok(Published::Closing)) => {
+                                if this.core.register_driver(this.waiting, cx.waker()) {
+                                    aborted = true;
+                                    continue;
+                                }
+                                return Poll::Pending;
+                            }
                             // The progress type's own code panicked.
                             Some(Err(payload)) => break Some(panicked(payload)),
                         }
@@ -173,16 +197,18 @@ where
                 Err(payload) => break Some(panicked(payload)),
             }
         };
+        let mut by_itself = false;
         if let Some(outcome) = outcome {
             // Stale-safe: a stop that won the race has recorded its own outcome.
-            run.conclude(&outcome, this.panic);
+            by_itself = run.conclude(&outcome, this.panic);
             // Dropped here, not inside the transition: a discarded error's destructor is user
             // code.
             drop(outcome);
         }
         *this.concluded = true;
         if let Some(run) = this.run.take() {
-            finish(this.stream, this.task, run, this.core, this.link, this.live);
+            let parts = (this.stream, this.task, this.link, this.live);
+            finish(parts, run, this.core, by_itself);
         }
         // The run is over and its stream dropped: a listener's panic surfaces here, to the
         // executor, without having cut the run short.

@@ -22,12 +22,51 @@ pub(crate) struct Log<P> {
     seq: u64,
     base: Option<Arc<P>>,
     base_seq: u64,
-    deltas: VecDeque<Arc<P>>,
+    /// Boxed on the first delta: a run of snapshots (or of nothing) keeps none.
+    deltas: Deltas<P>,
     /// Set by the first delta: how deltas fold.
     fold: Option<Fold<P>>,
     /// A replaced snapshot, kept so that its allocation can hold a later snapshot once nobody
     /// else holds it (the key's subject lets go of it one item later).
     spare: Option<Arc<P>>,
+}
+
+/// A log's deltas: a boxed deque, made on the first delta.
+#[derive(Default)]
+#[expect(
+    clippy::box_collection,
+    reason = "one word instead of four in every run; the box is made on a run's first delta"
+)]
+struct Deltas<P>(Option<Box<VecDeque<Arc<P>>>>);
+
+impl<P> Deltas<P> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |deltas| deltas.len())
+    }
+
+    fn get(&self, index: usize) -> Option<&Arc<P>> {
+        self.0.as_ref()?.get(index)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<P>> {
+        self.0.iter().flat_map(|deltas| deltas.iter())
+    }
+
+    fn push_back(&mut self, delta: Arc<P>) {
+        self.0.get_or_insert_default().push_back(delta);
+    }
+
+    fn pop_front(&mut self) -> Option<Arc<P>> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    /// Every delta, in order, leaving none.
+    fn take_all(&mut self) -> Vec<Arc<P>> {
+        match self.0.as_mut() {
+            Some(deltas) if !deltas.is_empty() => deltas.drain(..).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Values a log let go of, to be dropped outside the lock.
@@ -50,7 +89,7 @@ impl<P> Default for Log<P> {
             seq: 0,
             base: None,
             base_seq: 0,
-            deltas: VecDeque::new(),
+            deltas: Deltas(None),
             fold: None,
             spare: None,
         }
@@ -75,7 +114,7 @@ impl<P> Log<P> {
         self.base_seq = self.seq;
         let base = self.base.replace(value);
         let older = std::mem::replace(&mut self.spare, base);
-        let deltas = self.deltas.drain(..).collect();
+        let deltas = self.deltas.take_all();
         (self.seq, (older, deltas))
     }
 
@@ -95,6 +134,11 @@ impl<P> Log<P> {
     /// Whether more than `max` deltas are held.
     pub(crate) fn over(&self, max: usize) -> bool {
         self.deltas.len() > max
+    }
+
+    /// The progress, if no delta follows the base (so nothing needs folding).
+    pub(crate) fn current(&self) -> Option<Option<Arc<P>>> {
+        (self.base_seq == self.seq).then(|| self.base.clone())
     }
 
     /// What a cursor that has seen everything up to `seen` reads next.
@@ -119,7 +163,11 @@ impl<P> Log<P> {
         Folding {
             seq: self.seq,
             base: self.base.clone(),
-            deltas: self.deltas.iter().skip(after_base).cloned().collect(),
+            deltas: if self.base_seq == self.seq {
+                Vec::new()
+            } else {
+                self.deltas.iter().skip(after_base).cloned().collect()
+            },
             fold: self.fold,
         }
     }

@@ -269,7 +269,7 @@ where
     let handle = Arc::clone(&run).handle();
     let driving: Driving<K, P, E, F, St, M> =
         Driving::new(run, Arc::clone(&core), task, live, link);
-    panic.catch(|| shared.common().spawn(Driver::new(id, driving)));
+    panic.catch(|| shared.common().spawn(Driver::new(driving)));
     let result = if core.was_refused() {
         Err(RunError::Spawn { run: id })
     } else {

@@ -35,9 +35,13 @@ where
     E: Value,
     F: Fn(&Event<P, E>) + Send + Sync + 'static,
 {
+    if !immediate {
+        // No replay to turn into a resync: the listener gets each slot's event as it is.
+        return Box::new(move |slot: &Slot<P, E>| listener(&slot.event));
+    }
     // The subject calls one listener from one thread at a time, and hands over between threads
     // under its lock: these need no ordering of their own.
-    let replay = AtomicBool::new(immediate);
+    let replay = AtomicBool::new(true);
     let skipping = AtomicBool::new(false);
     let skip_through = Mutex::new(Position::NEVER);
     Box::new(move |slot: &Slot<P, E>| {

@@ -209,15 +209,6 @@ impl<P, E> RunCore<P, E> {
         lock(&self.state).outcome.clone()
     }
 
-    /// Whether the run's recorded outcome is one it reached by itself (not `Stopped`), so its
-    /// signal can never fire.
-    fn ended_by_itself(&self) -> bool {
-        lock(&self.state)
-            .outcome
-            .as_ref()
-            .is_some_and(|outcome| !outcome.is_stopped())
-    }
-
     pub(crate) fn was_refused(&self) -> bool {
         self.refused.load(Ordering::Acquire)
     }
@@ -232,8 +223,8 @@ impl<P, E> RunCore<P, E> {
 
     /// The run is over and its stream dropped: a signal that was not fired never will be (its
     /// callbacks and waiters go), and the handles are told.
-    pub(crate) fn finish(&self) {
-        if self.ended_by_itself() {
+    pub(crate) fn finish(&self, by_itself: bool) {
+        if by_itself {
             // A stopped run's signal is fired by its stopper, who may not have done so yet: its
             // callbacks must stay for that.
             self.signal.close();
@@ -358,23 +349,19 @@ where
             .is_some_and(|run| Arc::ptr_eq(run.core(), &self.core))
     }
 
-    /// Ends the run with `outcome` if it still owns its key: computes the final progress
-    /// (outside any lock), then idles the key with it in one compare-and-set, which also
-    /// records the outcome, so handle, state and listeners agree.
+    /// Ends the run with `outcome` if it still owns its key: idles the key with the run's final
+    /// progress in one compare-and-set, which also records the outcome, so handle, state and
+    /// listeners agree.
+    ///
+    /// The final progress is read inside the transition when no delta needs folding; otherwise
+    /// it is folded outside any lock (user code) and the transition retried, checking that no
+    /// item came in between. Only the driver publishes, and not once a stopper has set
+    /// `closing`: a stopper retries at most once more, the driver never.
     fn end(&self, outcome: &Outcome<E>, panic: &mut Deferred) -> bool {
         let id = self.core.id();
+        let mut folded: Option<(u64, Option<Arc<P>>)> = None;
         loop {
-            let folding = lock(&self.core.state).log.folding();
-            let seq = folding.seq;
-            let progress = if folding.is_trivial() {
-                folding.fold()
-            } else {
-                // A panicking fold loses the final progress, not the transition.
-                panic.catch(|| folding.fold()).flatten()
-            };
-            // Only the driver publishes, and not once a stopper has set `closing`: a stopper
-            // retries at most once, the driver never.
-            let mut moved_on = false;
+            let mut fold_first = false;
             let ended = panic
                 .catch(|| {
                     self.topic.update(|slot| {
@@ -382,17 +369,31 @@ where
                         if !self.owns(slot) {
                             return None;
                         }
-                        if slot.event.position().seq() != seq {
-                            moved_on = true;
+                        let mut state = lock(&self.core.state);
+                        let seq = state.log.seq();
+                        let progress = match &folded {
+                            Some((at, progress)) if *at == seq => progress.clone(),
+                            // An item came in since the fold (before a stopper's `closing`).
+                            Some(_) => None,
+                            // No delta to fold: the base is the final progress.
+                            None => state.log.current().unwrap_or(None),
+                        };
+                        let stale = match &folded {
+                            Some((at, _)) => *at != seq,
+                            None => state.log.current().is_none(),
+                        };
+                        if stale {
+                            fold_first = true;
                             return None;
                         }
-                        lock(&self.core.state).outcome = Some(outcome.clone());
+                        state.outcome = Some(outcome.clone());
+                        drop(state);
                         Some(Slot {
                             event: Event::State {
                                 position: Position::at(id, seq + 1),
                                 state: State::Idle {
                                     last: Some(outcome.clone()),
-                                    progress: progress.clone(),
+                                    progress,
                                 },
                             },
                             run: None,
@@ -401,37 +402,22 @@ where
                 })
                 // A listener's panic can only come after the transition: it happened.
                 .unwrap_or(true);
-            // Dropped here, after the key's lock: it may be the last reference to user values.
-            drop(progress);
-            if moved_on {
+            if fold_first {
+                let folding = lock(&self.core.state).log.folding();
+                let seq = folding.seq;
+                // A panicking fold loses the final progress, not the transition.
+                let value = panic.catch(|| folding.fold()).flatten();
+                // The previous attempt's value is dropped here, with no lock held.
+                drop(folded.replace((seq, value)));
                 continue;
             }
+            drop(folded);
             if ended {
                 if let Some(retention) = &self.retention {
                     panic.catch(|| retention.retain(&self.topic, id));
                 }
             }
             return ended;
-        }
-    }
-
-    /// `value` in an `Arc`: the allocation of a snapshot nobody holds any more, if there is
-    /// one, so a run publishing snapshots allocates nothing per item.
-    fn wrap(&self, value: P) -> Arc<P> {
-        let spare = lock(&self.core.state).log.take_spare();
-        match spare {
-            Some(mut spare) => match Arc::get_mut(&mut spare) {
-                Some(unused) => {
-                    // The old snapshot is dropped here, with no lock held: user code.
-                    drop(std::mem::replace(unused, value));
-                    spare
-                }
-                None => {
-                    drop(spare);
-                    Arc::new(value)
-                }
-            },
-            None => Arc::new(value),
         }
     }
 
@@ -503,11 +489,15 @@ where
     fn publish(&self, update: Update<P>) -> Result<Published, Payload> {
         let id = self.core.id();
         let (value, fold) = match update {
-            Update::Snapshot(value) => (self.wrap(value), None),
-            Update::Delta(value, fold) => (Arc::new(value), Some(fold)),
+            Update::Snapshot(value) => (value, None),
+            Update::Delta(value, fold) => (value, Some(fold)),
         };
         let mut value = Some(value);
         let mut evicted = None;
+        // A snapshot reuses the allocation of one nobody holds any more: what it held, or the
+        // spare that was still shared, is dropped after the lock.
+        let mut replaced = None;
+        let mut shared_spare = None;
         let mut closing = false;
         let published = self.topic.update(|slot| {
             let slot = slot?;
@@ -522,8 +512,21 @@ where
             let mut state = lock(&self.core.state);
             let event = match fold {
                 None => {
-                    let (seq, replaced) = state.log.snapshot(Arc::clone(&value));
-                    evicted = Some(replaced);
+                    let value = match state.log.take_spare() {
+                        Some(mut spare) => match Arc::get_mut(&mut spare) {
+                            Some(unused) => {
+                                replaced = Some(std::mem::replace(unused, value));
+                                spare
+                            }
+                            None => {
+                                shared_spare = Some(spare);
+                                Arc::new(value)
+                            }
+                        },
+                        None => Arc::new(value),
+                    };
+                    let (seq, older) = state.log.snapshot(Arc::clone(&value));
+                    evicted = Some(older);
                     Event::State {
                         position: Position::at(id, seq),
                         state: State::Running {
@@ -532,10 +535,13 @@ where
                         },
                     }
                 }
-                Some(fold) => Event::Delta {
-                    position: Position::at(id, state.log.delta(Arc::clone(&value), fold)),
-                    delta: value,
-                },
+                Some(fold) => {
+                    let value = Arc::new(value);
+                    Event::Delta {
+                        position: Position::at(id, state.log.delta(Arc::clone(&value), fold)),
+                        delta: value,
+                    }
+                }
             };
             drop(state);
             Some(Slot {
@@ -544,7 +550,7 @@ where
             })
         });
         // Dropped here, not inside the transition: a discarded item's destructor is user code.
-        drop((value, evicted));
+        drop((value, evicted, replaced, shared_spare));
         if !published {
             return Ok(if closing {
                 Published::Closing

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use crate::wait::{WaitList, WaitSlot};
 
 /// Counts the runs whose stream may still be alive (started, or still deciding to start), so a
@@ -14,6 +14,9 @@ use crate::wait::{WaitList, WaitSlot};
 #[derive(Debug, Default)]
 pub(crate) struct LiveTasks {
     count: AtomicUsize,
+    /// Set (for good) by the first [`Shutdown`] that waits: until then the last task to leave
+    /// has nobody to wake and takes no lock.
+    awaited: AtomicBool,
     /// [`Shutdown`] futures waiting for the count to reach zero.
     quiet: Mutex<WaitList>,
 }
@@ -23,7 +26,8 @@ pub(crate) struct Live(Arc<LiveTasks>);
 
 impl LiveTasks {
     pub(crate) fn get(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        // `SeqCst`: a waiter's re-check after it raised `awaited` (see `Live::drop`).
+        self.count.load(Ordering::SeqCst)
     }
 
     /// Counts one more live task until the returned token is dropped, so a start that unwinds
@@ -36,8 +40,12 @@ impl LiveTasks {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Under the lock: a `Shutdown` that saw a non-zero count registered before this.
+        // A Dekker pair with `Shutdown::poll`, all four accesses `SeqCst`: a waiter raises
+        // `awaited`, then reads the count; this lowers the count, then reads `awaited`. At
+        // least one sees the other: either the waiter sees zero, or this takes the lock, which
+        // the waiter holds while it registers.
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.awaited.load(Ordering::SeqCst)
+        {
             let waiters = lock(&self.0.quiet).take();
             waiters.wake_all();
         }
@@ -69,8 +77,9 @@ impl Future for Shutdown {
         let this = &mut *self;
         if this.live.get() != 0 {
             let mut quiet = lock(&this.live.quiet);
-            // Looked at again under the lock, which the last task's exit takes after its
-            // decrement: either it finds this waker or this sees zero.
+            this.live.awaited.store(true, Ordering::SeqCst);
+            // Looked at again after raising `awaited` and under the lock, which the last task's
+            // exit takes after its decrement: either it finds this waker or this sees zero.
             if this.live.get() != 0 {
                 let replaced = quiet.register(&mut this.waiting, cx.waker());
                 drop(quiet);

@@ -5,8 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::state::RunId;
-
 /// The future that drives one run: it polls the task's stream, publishes its items, and records
 /// how the run ended. A [`Spawn`] runs it to completion in the background.
 ///
@@ -15,22 +13,15 @@ use crate::state::RunId;
 /// [`Spawn`]); dropping it mid-run ends the run as [`Outcome::Lost`](crate::Outcome::Lost).
 #[must_use = "a driver does nothing unless polled; dropping it refuses its run"]
 pub struct Driver {
-    run: RunId,
+    // Two words, like the boxed future it is: an executor's task holding it stays small.
     future: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
 }
 
 impl Driver {
-    pub(crate) fn new(run: RunId, future: impl Future<Output = ()> + Send + 'static) -> Self {
+    pub(crate) fn new(future: impl Future<Output = ()> + Send + 'static) -> Self {
         Self {
-            run,
             future: Box::pin(future),
         }
-    }
-
-    /// The run this driver drives.
-    #[must_use]
-    pub fn run_id(&self) -> RunId {
-        self.run
     }
 }
 
@@ -44,9 +35,7 @@ impl Future for Driver {
 
 impl fmt::Debug for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Driver")
-            .field("run", &self.run)
-            .finish_non_exhaustive()
+        f.debug_struct("Driver").finish_non_exhaustive()
     }
 }
 
