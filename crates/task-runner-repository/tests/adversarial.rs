@@ -5,18 +5,15 @@
 mod common;
 
 use std::collections::hash_map::DefaultHasher;
-use std::future::Future;
 use std::hash::BuildHasher;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
-use std::task::Context;
 use std::thread;
 use std::time::Duration;
 
-use common::{Alive, Manual, on_state};
+use common::{Alive, Manual, on_state, poll_once};
 use futures::executor::{LocalPool, block_on};
 use futures::stream::{self, StreamExt};
 use keyrunner_task_runner_repository::{
@@ -54,14 +51,6 @@ impl Held {
     fn take(&self) -> Vec<Driver> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
-}
-
-/// Polls `future` once with a no-op waker; whether it is ready.
-fn poll_once<F: Future + Unpin + ?Sized>(future: &mut F) -> bool {
-    let waker = futures::task::noop_waker();
-    Pin::new(future)
-        .poll(&mut Context::from_waker(&waker))
-        .is_ready()
 }
 
 // ---- Listener panics in the middle of a transition -------------------------------------------

@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Alive, Manual, recorder};
+use common::{Alive, CountingWaker, Manual, recorder};
 use futures::channel::mpsc;
 use futures::executor::LocalPool;
 use futures::stream;
@@ -232,22 +232,6 @@ fn a_handle_can_be_awaited_by_several_parties_and_dropping_it_detaches() {
     assert_eq!(*results.lock().unwrap(), vec![Outcome::Completed; 3]);
 }
 
-/// A waker that counts its wake-ups.
-#[derive(Default)]
-struct CountingWaker(std::sync::atomic::AtomicUsize);
-
-impl futures::task::ArcWake for CountingWaker {
-    fn wake_by_ref(this: &Arc<Self>) {
-        this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl CountingWaker {
-    fn wakes(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 #[test]
 fn waiting_handles_can_leave_come_back_and_change_wakers() {
     use std::future::Future;
@@ -256,10 +240,9 @@ fn waiting_handles_can_leave_come_back_and_change_wakers() {
 
     fn poll(
         handle: &mut keyrunner_task_runner_repository::RunHandle<String>,
-        waker: &Arc<CountingWaker>,
+        waker: &(Arc<CountingWaker>, std::task::Waker),
     ) -> Poll<Outcome<String>> {
-        let waker = futures::task::waker(Arc::clone(waker));
-        Pin::new(handle).poll(&mut Context::from_waker(&waker))
+        Pin::new(handle).poll(&mut Context::from_waker(&waker.1))
     }
 
     let manual = Manual::default();
@@ -270,7 +253,7 @@ fn waiting_handles_can_leave_come_back_and_change_wakers() {
     manual.drive(&mut pool);
 
     let mut handles: Vec<_> = (0..4).map(|_| handle.clone()).collect();
-    let wakers: Vec<Arc<CountingWaker>> = (0..6).map(|_| Arc::default()).collect();
+    let wakers: Vec<_> = (0..6).map(|_| CountingWaker::new()).collect();
     for (handle, waker) in handles.iter_mut().zip(&wakers) {
         assert!(poll(handle, waker).is_pending());
     }
@@ -284,13 +267,13 @@ fn waiting_handles_can_leave_come_back_and_change_wakers() {
     tx.unbounded_send(1).unwrap();
     drop(tx);
     manual.drive(&mut pool);
-    let woken: Vec<usize> = wakers.iter().map(|waker| waker.wakes()).collect();
+    let woken: Vec<usize> = wakers.iter().map(|(counter, _)| counter.count()).collect();
     // Handle 1 moved from waker 1 to waker 5; handles 0 and 2 left; 3 and the late one wait.
     assert_eq!(woken, [0, 0, 0, 1, 1, 1]);
     for handle in handles.iter_mut().chain([&mut late]) {
         assert_eq!(poll(handle, &wakers[0]), Poll::Ready(Outcome::Completed));
     }
-    assert_eq!(wakers[0].wakes(), 0, "a finished run registers no waker");
+    assert_eq!(wakers[0].0.count(), 0, "a finished run registers no waker");
 }
 
 #[test]

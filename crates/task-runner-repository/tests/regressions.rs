@@ -3,16 +3,13 @@
 
 mod common;
 
-use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
-use std::task::Context;
 use std::thread;
 use std::time::Duration;
 
-use common::{Manual, on_state};
+use common::{Manual, on_state, poll_once};
 use futures::executor::LocalPool;
 use futures::stream;
 use keyrunner_task_runner_repository::{
@@ -22,13 +19,6 @@ use keyrunner_task_runner_repository::{
 
 /// How long a test waits for work that must finish promptly before it calls it a hang.
 const WATCHDOG: Duration = Duration::from_secs(10);
-
-fn poll_once<F: Future + Unpin + ?Sized>(future: &mut F) -> bool {
-    let waker = futures::task::noop_waker();
-    Pin::new(future)
-        .poll(&mut Context::from_waker(&waker))
-        .is_ready()
-}
 
 /// Runs `f` on a thread of its own; `false` if it has not returned within [`WATCHDOG`] (a
 /// deadlock), in which case the thread is left behind.
