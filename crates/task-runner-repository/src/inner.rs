@@ -47,7 +47,6 @@ pub(crate) trait Shared<K, P, E>: Send + Sync + fmt::Debug {
     /// The start transition: the key runs a new run if it was idle at this instant.
     fn begin(&self, key: K, panic: &mut Deferred) -> Result<Begun<K, P, E>, Refusal>;
     fn shutdown(&self, reason: Option<Reason>) -> Shutdown;
-    fn clone_key(&self, key: &K) -> K;
     fn shrink_to_fit(&self);
 }
 
@@ -254,10 +253,6 @@ where
         let shutdown = Shutdown::new(Arc::clone(&self.common.live));
         panic.resume();
         shutdown
-    }
-
-    fn clone_key(&self, key: &K) -> K {
-        key.clone()
     }
 
     fn shrink_to_fit(&self) {

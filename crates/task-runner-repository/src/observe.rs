@@ -103,8 +103,9 @@ const QUEUE_CAPACITY: usize = 64;
 
 /// What a stream's listener leaves for the stream to read.
 enum Entry<P, E> {
-    /// A run's start or end, or an idle state.
-    Event(Event<P, E>),
+    /// A run's start (with the run, to check a resumed position against) or end, or an idle
+    /// state.
+    Event(Event<P, E>, Option<Arc<RunCore<P, E>>>),
     /// A run's progress, up to item `through`: read from the run's log with the stream's own
     /// cursor.
     Progress {
@@ -182,7 +183,7 @@ pub struct EventStream<P, E = NoError> {
 
 /// What the stream found at the front of its queue.
 enum Front<P, E> {
-    Event(Event<P, E>),
+    Event(Event<P, E>, Option<Arc<RunCore<P, E>>>),
     Progress(Arc<RunCore<P, E>>, u64),
     Empty,
 }
@@ -227,7 +228,10 @@ fn push<P, E>(queue: &Mutex<Queue<P, E>>, slot: &Slot<P, E>) {
             core: Arc::clone(run.core()),
             through: slot.event.position().seq(),
         },
-        _ => Entry::Event(slot.event.clone()),
+        _ => Entry::Event(
+            slot.event.clone(),
+            slot.run.as_ref().map(|run| Arc::clone(run.core())),
+        ),
     };
     let mut unused = None;
     let (waiters, evicted) = {
@@ -264,8 +268,8 @@ impl<P, E> EventStream<P, E> {
         let mut queue = lock(&self.queue);
         match queue.entries.front() {
             Some(Entry::Progress { core, through }) => Front::Progress(Arc::clone(core), *through),
-            Some(Entry::Event(_)) => match queue.entries.pop_front() {
-                Some(Entry::Event(event)) => Front::Event(event),
+            Some(Entry::Event(..)) => match queue.entries.pop_front() {
+                Some(Entry::Event(event, core)) => Front::Event(event, core),
                 // Unreachable: the front was just seen to be an event.
                 _ => Front::Empty,
             },
@@ -314,12 +318,19 @@ impl<P, E> Stream for EventStream<P, E> {
         }
         loop {
             match this.front(cx) {
-                Front::Event(event) => {
+                Front::Event(event, core) => {
                     let position = event.position();
                     if let Some(resume) = this.resume.take() {
-                        if resume == position {
-                            // The consumer has this very state already.
-                            this.cursor = Some(position);
+                        // The consumer has this very state already, or this is the start of a
+                        // run whose items up to `resume` it has (deliveries still on their way
+                        // here from another thread): the cursor takes over from `resume`.
+                        let within = core.is_some_and(|core| {
+                            resume.run_id() == Some(core.id())
+                                && resume > position
+                                && resume.seq() <= core.seq()
+                        });
+                        if resume == position || within {
+                            this.cursor = Some(resume);
                             continue;
                         }
                     }

@@ -445,7 +445,7 @@ macro_rules! controller_methods {
             let shared = &self.handle.shared;
             let mut panic = Deferred::default();
             let result = loop {
-                match (StateNode::of(shared, shared.clone_key(&key)), conflict) {
+                match (StateNode::of(shared, key.clone()), conflict) {
                     (StateNode::Idle(idle), _) => match idle.run(task) {
                         // Lost a race to another run: look again.
                         Err(RunError::Busy { task: back, .. }) if conflict != Conflict::Reject => {
@@ -481,10 +481,13 @@ macro_rules! controller_methods {
         /// # Panics
         ///
         /// A listener's or an abort callback's panic resumes from here, once the run is stopped.
-        pub fn stop(&self, key: &K, reason: impl Into<Option<Reason>>) -> Result<RunId, StopError> {
+        pub fn stop(&self, key: &K, reason: impl Into<Option<Reason>>) -> Result<RunId, StopError>
+        where
+            K: Key,
+        {
             let reason = reason.into();
             loop {
-                match self.state_node(self.handle.shared.clone_key(key)) {
+                match self.state_node(key.clone()) {
                     StateNode::Idle(_) => return Err(StopError::Idle),
                     StateNode::Running(running) => {
                         let run = running.run_id();

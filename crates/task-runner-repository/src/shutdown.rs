@@ -26,8 +26,13 @@ pub(crate) struct Live(Arc<LiveTasks>);
 
 impl LiveTasks {
     pub(crate) fn get(&self) -> usize {
-        // `SeqCst`: a waiter's re-check after it raised `awaited` (see `Live::drop`).
-        self.count.load(Ordering::SeqCst)
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// The count, read by a read-modify-write: it reads the latest value, and synchronises with
+    /// the decrement it reads from (see `Live::drop`).
+    fn latest(&self) -> usize {
+        self.count.fetch_add(0, Ordering::AcqRel)
     }
 
     /// Counts one more live task until the returned token is dropped, so a start that unwinds
@@ -40,11 +45,13 @@ impl LiveTasks {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        // A Dekker pair with `Shutdown::poll`, all four accesses `SeqCst`: a waiter raises
-        // `awaited`, then reads the count; this lowers the count, then reads `awaited`. At
-        // least one sees the other: either the waiter sees zero, or this takes the lock, which
-        // the waiter holds while it registers.
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.awaited.load(Ordering::SeqCst)
+        // With `Shutdown::poll`: a waiter raises `awaited`, then reads the count with a
+        // read-modify-write; this lowers the count (another), then reads `awaited`. The two
+        // read-modify-writes are ordered: if the waiter's comes first, this one reads from it
+        // and so sees `awaited`, and takes the lock, which the waiter holds while it registers;
+        // if this one comes first, the waiter reads zero. No `SeqCst` needed.
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.0.awaited.load(Ordering::Acquire)
         {
             let waiters = lock(&self.0.quiet).take();
             waiters.wake_all();
@@ -77,10 +84,10 @@ impl Future for Shutdown {
         let this = &mut *self;
         if this.live.get() != 0 {
             let mut quiet = lock(&this.live.quiet);
-            this.live.awaited.store(true, Ordering::SeqCst);
+            this.live.awaited.store(true, Ordering::Release);
             // Looked at again after raising `awaited` and under the lock, which the last task's
             // exit takes after its decrement: either it finds this waker or this sees zero.
-            if this.live.get() != 0 {
+            if this.live.latest() != 0 {
                 let replaced = quiet.register(&mut this.waiting, cx.waker());
                 drop(quiet);
                 drop(replaced);

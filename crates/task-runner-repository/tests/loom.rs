@@ -373,3 +373,21 @@ fn a_stop_racing_deltas_keeps_the_final_progress_exact() {
         assert_eq!(handle.outcome().as_ref(), end.last_outcome());
     });
 }
+
+/// A `Shutdown` awaited while the last driver finishes on another thread: the awaiting task parks
+/// until woken, so a wake-up lost between the live count's decrement and the waiter's
+/// registration (the `awaited` flag and the count, a `SeqCst` Dekker pair) is a deadlock loom
+/// reports.
+#[test]
+fn awaiting_shutdown_racing_the_last_driver_is_always_woken() {
+    loom::model(|| {
+        let (repo, spawned) = repository();
+        repo.run(0, |_| stream::pending::<u8>()).unwrap().detach();
+        let driver = spawned.take_one().unwrap();
+        let shutdown = repo.shutdown(None);
+        let executor = thread::spawn(move || drive(driver));
+        loom::future::block_on(shutdown);
+        assert_eq!(repo.live_tasks(), 0);
+        executor.join().unwrap();
+    });
+}

@@ -516,3 +516,89 @@ fn runs_are_refused_from_the_moment_shutdown_begins() {
     drop(repo.shutdown(None));
     assert!(refused.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+/// Many runs stream deltas on a multi-threaded runtime while several watchers per key read at
+/// their own uneven pace, some falling past a small bound: every watcher's own copy of each
+/// reply, built from its events alone, equals the reply the key ends with, and no watcher ever
+/// sees a position go backwards.
+#[test]
+fn watchers_at_uneven_paces_rebuild_every_reply_exactly() {
+    const KEYS: u32 = 64;
+    const TOKENS: u32 = 200;
+    const WATCHERS: u32 = 3;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let repo: Replies = TaskRunnerRepository::builder(keyrunner_spawner())
+            .max_deltas(16)
+            .build();
+        let mut watchers = Vec::new();
+        for key in 0..KEYS {
+            for watcher in 0..WATCHERS {
+                let mut events = repo.stream(key);
+                watchers.push(tokio::spawn(async move {
+                    let mut client = Client::default();
+                    let mut last = None;
+                    let mut pace = u64::from(key * 7 + watcher * 13);
+                    loop {
+                        let Some(event) = events.next().await else {
+                            panic!("key {key}: the stream ended before the run did");
+                        };
+                        let position = event.position();
+                        assert!(
+                            last.is_none_or(|last| position > last),
+                            "key {key}: {position} after {last:?}"
+                        );
+                        last = Some(position);
+                        if let Some(outcome) = event.state().and_then(State::last_outcome) {
+                            // The end carries the whole reply: compare it with what the
+                            // watcher built before it.
+                            assert_eq!(*outcome, Outcome::Completed);
+                            let reply = event.state().and_then(State::progress).cloned();
+                            return (key, client.reply, reply, client.resyncs);
+                        }
+                        client.apply(&event);
+                        // An uneven pace: yield 0 to 3 times between events.
+                        pace = pace.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        for _ in 0..(pace >> 62) {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }));
+            }
+        }
+        for key in 0..KEYS {
+            repo.run(key, move |_| {
+                stream::iter(0..TOKENS).then(move |i| async move {
+                    if i % 8 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    Delta(format!("{key}:{i} "))
+                })
+            })
+            .unwrap()
+            .detach();
+        }
+        let mut resyncs = 0;
+        for watcher in watchers {
+            let (key, rebuilt, reply, resynced) =
+                tokio::time::timeout(std::time::Duration::from_secs(30), watcher)
+                    .await
+                    .expect("a watcher never saw its run end")
+                    .unwrap();
+            let expected: String = (0..TOKENS).map(|i| format!("{key}:{i} ")).collect();
+            assert_eq!(
+                reply.as_deref(),
+                Some(expected.as_str()),
+                "key {key}: the final reply"
+            );
+            assert_eq!(rebuilt, expected, "key {key}: a watcher's own copy");
+            resyncs += resynced;
+        }
+        // Not asserted (it depends on the scheduler), but worth seeing when it is zero.
+        println!("resyncs over {} watchers: {resyncs}", KEYS * WATCHERS);
+    });
+}
