@@ -642,6 +642,18 @@ async fn a_client_leaving_mid_stream_releases_its_key() {
     // been kept, the key would stay remembered (idle, completed) for good.
     let zero = json!({ "remembered": 0, "running": 0, "live_tasks": 0 });
     wait_for_stats(&http, &server, |stats| *stats == zero).await;
+
+    // An idle key's stream sends nothing after its first event: the server notices the closed
+    // connection all the same.
+    let mut events = http.events(&server.url("/agents/quiet/events")).await;
+    assert_eq!(events.next_state().await, Some(idle_with(Value::Null)));
+    let watched = json!({ "remembered": 1, "running": 0, "live_tasks": 0 });
+    assert_eq!(
+        http.get(&server.url("/stats")).await,
+        (StatusCode::OK, watched)
+    );
+    drop(events);
+    wait_for_stats(&http, &server, |stats| *stats == zero).await;
 }
 
 // ---------------------------------------------------------------------------------------------

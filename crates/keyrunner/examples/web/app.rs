@@ -149,8 +149,8 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentKey {
     }
 }
 
-/// Everything a request can fail with, each with its status code (see
-/// [`IntoResponse`](#impl-IntoResponse-for-ApiError)).
+/// Everything a request can fail with; `IntoResponse` gives each its status code and a JSON
+/// body.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
     /// 400: the key is outside `[A-Za-z0-9_-]{1,64}`.
