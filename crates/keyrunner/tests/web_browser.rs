@@ -60,14 +60,16 @@ async fn the_dashboard_runs_and_stops_an_agent_in_a_real_browser() {
     )
     .await;
     // Close the session before anything else: killing the driver alone leaves the browser up.
-    let closed = browser.close().await;
+    let closed = tokio::time::timeout(DEADLINE, browser.close()).await;
     match outcome {
         Err(_) => panic!("the browser test took longer than {TEST_DEADLINE:?}"),
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
         Ok(Ok(Err(error))) => panic!("WebDriver command failed: {error}"),
         Ok(Ok(Ok(()))) => {}
     }
-    closed.expect("close the WebDriver session");
+    closed
+        .expect("the WebDriver session closes within the deadline")
+        .expect("close the WebDriver session");
 }
 
 async fn drive_the_dashboard(browser: &Client, server: Server) -> Result<(), CmdError> {
