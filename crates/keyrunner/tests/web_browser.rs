@@ -13,11 +13,7 @@
 mod agent;
 #[path = "../examples/web/app.rs"]
 mod app;
-#[path = "../examples/web/closing.rs"]
-mod closing;
 mod web_support;
-#[path = "../examples/web/wire.rs"]
-mod wire;
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};

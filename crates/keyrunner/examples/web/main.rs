@@ -16,7 +16,7 @@
 //! | `POST /agents/{key}/run?conflict=reject\|use-existing\|replace` | start an agent: 202 with its run id, 200 with the running one's under `use-existing`, 409 naming the running run, 400 for a bad key or body, 503 once shutting down |
 //! | `POST /agents/{key}/stop` | stop it, with an optional `{"reason": …}`: 200, or 404 when idle |
 //! | `GET /agents/{key}` | its state as JSON |
-//! | `GET /agents/{key}/events` | its state, then every transition, as Server-Sent Events |
+//! | `GET /agents/{key}/events` | its state, then every event (the reply token by token), as Server-Sent Events; resumes after `Last-Event-ID` |
 //! | `GET /agents` | the keys running now |
 //! | `GET /stats` | keys remembered and running, task streams alive |
 //!
@@ -25,8 +25,6 @@
 
 mod agent;
 mod app;
-mod closing;
-mod wire;
 
 use std::env::{self, VarError};
 use std::error::Error;

@@ -26,13 +26,17 @@ pub(crate) struct Server {
 impl Server {
     /// Starts a server with a fresh repository.
     pub(crate) async fn start() -> Self {
+        Self::start_with(app::agents()).await
+    }
+
+    /// Starts a server on `agents`.
+    pub(crate) async fn start_with(agents: Agents) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind an ephemeral port");
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        let agents = app::agents();
         let (shutdown, signal) = oneshot::channel::<()>();
         let served = tokio::spawn(app::serve(listener, agents.clone(), async {
             // A dropped sender (the test ended) shuts down too.
