@@ -6,6 +6,9 @@
 //! parallel and can reach into the repository. `main.rs` adds only the port and the Ctrl-C
 //! future on top.
 
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -50,9 +53,14 @@ impl Server {
         }
     }
 
+    /// The server's address: `127.0.0.1` and a port of its own.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://127.0.0.1:PORT` followed by `path`.
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.addr())
     }
 
     /// The server's repository, for what HTTP cannot show.
