@@ -5,6 +5,7 @@
 //! an ephemeral port, one server (and one repository) per test.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::{Future, IntoFuture as _};
 use std::io;
 use std::pin::pin;
@@ -124,7 +125,7 @@ pub(crate) async fn serve(
     tokio::time::timeout(SHUTDOWN_GRACE, drained)
         .await
         .unwrap_or_else(|_elapsed| {
-            eprintln!("shutdown took longer than {SHUTDOWN_GRACE:?}; dropping what is left");
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown took too long; dropping what is left");
             Ok(())
         })
 }
@@ -133,9 +134,16 @@ pub(crate) async fn serve(
 ///
 /// As an extractor, it reads the `{key}` path parameter and rejects anything else with
 /// [`ApiError::InvalidKey`], so no handler ever sees an unchecked key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub(crate) struct AgentKey(String);
+
+/// The key as a string: what a run's span shows (`key="demo"`).
+impl fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl AgentKey {
     /// `key` if it is a valid agent key.
