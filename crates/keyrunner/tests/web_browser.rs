@@ -18,10 +18,12 @@ mod app;
 mod web_support;
 
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, fs};
@@ -276,24 +278,27 @@ struct Chromedriver {
 }
 
 impl Chromedriver {
-    /// Starts chromedriver on a free port and waits until it accepts connections.
+    /// Starts chromedriver on a port of its choosing and waits until it listens.
+    ///
+    /// chromedriver picks the port itself (`--port=0`) and says which one once it listens: no
+    /// other process (another test run on the same machine) can take the port in between.
     ///
     /// # Panics
     ///
     /// If chromedriver cannot be started, exits, or does not listen within [`DRIVER_START`].
     fn start() -> Self {
         let program = env::var_os("CHROMEDRIVER").unwrap_or_else(|| OsString::from("chromedriver"));
-        let port = free_port();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.subsec_nanos());
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("web-browser-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).expect("create the browser's directory");
+        let started = Instant::now();
         let spawned = {
             use std::os::unix::process::CommandExt as _;
             Command::new(&program)
-                .arg(format!("--port={port}"))
+                .arg("--port=0")
                 .arg(format!(
                     "--log-path={}",
                     dir.join("chromedriver.log").display()
@@ -301,12 +306,12 @@ impl Chromedriver {
                 // Timestamps in the log show where a slow session spent its time.
                 .arg("--readable-timestamp")
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .process_group(0)
                 .spawn()
         };
-        let child = spawned.unwrap_or_else(|error| {
+        let mut child = spawned.unwrap_or_else(|error| {
             let _ = fs::remove_dir_all(&dir);
             panic!(
                 "cannot start {} ({error}): a real browser is required. Install Debian's \
@@ -315,23 +320,37 @@ impl Chromedriver {
                 program.to_string_lossy()
             )
         });
-        let mut driver = Self { child, port, dir };
-        let started = Instant::now();
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if let Ok(Some(status)) = driver.child.try_wait() {
-                panic!(
-                    "chromedriver exited ({status}) before listening\n{}",
-                    driver.log()
-                );
-            }
-            assert!(
-                started.elapsed() < DRIVER_START,
-                "chromedriver did not listen on port {port} within {DRIVER_START:?}\n{}",
+        let listening = listening_port(child.stdout.take().expect("a piped stdout"));
+        let mut driver = Self {
+            child,
+            port: 0,
+            dir,
+        };
+        driver.port = match listening.recv_timeout(DRIVER_START) {
+            Ok(Some(port)) => port,
+            Ok(None) => panic!(
+                "chromedriver said it listens, but not on which port (a version older than \
+                 Debian 12's?)\n{}",
                 driver.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        println!("chromedriver listening after {:?}", started.elapsed());
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "chromedriver exited ({}) before listening\n{}",
+                driver
+                    .child
+                    .wait()
+                    .map_or_else(|error| error.to_string(), |status| status.to_string()),
+                driver.log()
+            ),
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "chromedriver did not listen within {DRIVER_START:?}\n{}",
+                driver.log()
+            ),
+        };
+        println!(
+            "chromedriver listening on port {} after {:?}",
+            driver.port,
+            started.elapsed()
+        );
         driver
     }
 
@@ -552,10 +571,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A TCP port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+/// The port chromedriver announces on `stdout` once it listens ("ChromeDriver was started
+/// successfully on port 45453."), read on a thread of its own, which goes on draining `stdout`
+/// until chromedriver exits. `None` if the line names no port; the channel closes if
+/// chromedriver exits first.
+fn listening_port(stdout: ChildStdout) -> mpsc::Receiver<Option<u16>> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with("ChromeDriver was started successfully") {
+                let port = line
+                    .trim_end_matches('.')
+                    .rsplit_once(" on port ")
+                    .and_then(|(_, port)| port.parse().ok());
+                // The test may have given up waiting already.
+                let _ = sender.send(port);
+            }
+        }
+    });
+    receiver
 }
