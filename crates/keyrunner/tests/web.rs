@@ -751,6 +751,39 @@ async fn a_reconnect_with_last_event_id_resumes_the_reply_with_no_token_repeated
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_that_missed_nothing_goes_on_with_the_next_event() {
+    let server = Server::start().await;
+    let http = Http::new();
+    let url = server.url("/agents/calm/events");
+    // The client had the key's state (it never ran) when its connection dropped.
+    let mut events = http.events_after(&url, "0.0").await;
+    let (_, started) = http
+        .post(&server.url("/agents/calm/run"), run_body(2, 0))
+        .await;
+    let run = started["run"].as_u64().expect("a run id");
+    let start = events.next().await.expect("the run's start");
+    assert_eq!(
+        (start.event.as_str(), start.id.clone()),
+        ("state", format!("{run}.0"))
+    );
+    let mut reply = Reply::default();
+    reply.last = Some(Position::default());
+    reply.apply(&start);
+    let end = loop {
+        let event = events.next().await.expect("the stream goes on");
+        if event.event != "delta" {
+            break event;
+        }
+        reply.apply(&event);
+    };
+    assert_eq!(reply.text, full_reply("hello", 2));
+    assert_eq!(
+        (end.event.as_str(), end.id.as_str()),
+        ("state", &*format!("{run}.3"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_past_the_deltas_held_gets_a_resync_then_the_tokens_after_it() {
     const TOKENS: u32 = 40;
     // The repository holds at most 4 deltas of a run: a client 10 tokens behind cannot be

@@ -473,6 +473,9 @@ impl Seen {
     fn at(position: Position) -> Self {
         Self {
             last: Some(position),
+            // `0.0` is the state of a key that never ran (or was forgotten): idle. Any other
+            // position may be a run's end or not.
+            idle: position.run_id().is_none(),
             ..Self::nothing()
         }
     }
