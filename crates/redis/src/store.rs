@@ -5,12 +5,12 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::layout::Layout;
 use crate::lua::SCRIPTS;
 use crate::runtime::Rt;
@@ -143,6 +143,25 @@ impl Store {
         self.eval_within(invocation, self.timeout).await
     }
 
+    /// Runs a read-only invocation within the call timeout, once more on a connection that
+    /// broke under it (the reconnection starts with the failure; a read is safe to repeat).
+    async fn eval_read<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        let deadline = Instant::now() + self.timeout;
+        match self.eval(invocation).await {
+            Err(error) if error.kind() == ErrorKind::Unavailable => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(error);
+                }
+                self.eval_within(invocation, left).await
+            }
+            result => result,
+        }
+    }
+
     async fn eval_within<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
@@ -188,13 +207,13 @@ impl Store {
     pub(crate) async fn hello(&self, fresh: &str) -> Result<String, Error> {
         let mut call = SCRIPTS.hello.prepare_invoke();
         call.key(&self.layout.epoch).arg(fresh);
-        self.eval(&call).await
+        self.eval_read(&call).await
     }
 
     pub(crate) async fn read(&self, member: &str) -> Result<Stored, Error> {
         let mut call = SCRIPTS.read.prepare_invoke();
         call.key(&self.layout.epoch).key(self.layout.hash(member));
-        let reply: Vec<String> = self.eval(&call).await?;
+        let reply: Vec<String> = self.eval_read(&call).await?;
         let at = self.layout.hash(member);
         let [epoch, s, f, q, p, x, o, d, now_ms]: [String; 9] = reply
             .try_into()
@@ -216,7 +235,7 @@ impl Store {
     pub(crate) async fn running(&self) -> Result<(String, Vec<String>), Error> {
         let mut call = SCRIPTS.running.prepare_invoke();
         call.key(&self.layout.epoch).key(&self.layout.leases);
-        let mut reply: Vec<String> = self.eval(&call).await?;
+        let mut reply: Vec<String> = self.eval_read(&call).await?;
         if reply.is_empty() {
             return Err(Error::corrupt(
                 &self.layout.leases,

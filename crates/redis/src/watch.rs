@@ -341,6 +341,7 @@ where
 struct Cursor {
     epoch: String,
     seq: u64,
+    fence: Option<u64>,
     /// The fence of the run the key is running, if it is.
     running: Option<u64>,
 }
@@ -592,14 +593,23 @@ where
                 return;
             }
         };
+        // Newer, or under another epoch (Redis lost its data: the history restarts from what it
+        // stores now), but never the same position twice.
         let newer = match &key.cursor {
             None => true,
-            Some(cursor) => cursor.epoch != stored.epoch || transition.seq > cursor.seq,
+            Some(cursor) => {
+                transition.seq > cursor.seq
+                    || (cursor.epoch != stored.epoch
+                        && (cursor.fence, cursor.seq) != (transition.fence, transition.seq))
+            }
         };
-        if newer {
+        if let (false, Some(cursor)) = (newer, &mut key.cursor) {
+            cursor.epoch = stored.epoch;
+        } else {
             key.cursor = Some(Cursor {
                 epoch: stored.epoch,
                 seq: transition.seq,
+                fence: transition.fence,
                 running: match transition.state {
                     State::Running { .. } => transition.fence,
                     State::Idle { .. } => None,
@@ -635,6 +645,7 @@ where
             (Kind::Running, None) => {
                 if event.b == Some(cursor.seq) {
                     cursor.seq = event.q;
+                    cursor.fence = Some(event.f);
                     cursor.running = Some(event.f);
                     watch.deliver(Ok(Transition {
                         state: State::Running {
@@ -676,6 +687,7 @@ where
             (Kind::Idle, _) => {
                 if event.q == cursor.seq + 1 && cursor.running == Some(event.f) {
                     cursor.seq = event.q;
+                    cursor.fence = Some(event.f);
                     cursor.running = None;
                     // The run's final progress: the last item delivered, if any.
                     let progress = watch.subject.last().and_then(|last| match &*last {

@@ -68,7 +68,7 @@ local function to_idle(k, hash, channel, member, outcome, op, extra)
     redis.call('PUBLISH', k.control .. o,
       '{"k":' .. cjson.encode(member) .. ',"f":' .. f .. ',"x":' .. outcome .. '}')
   end
-  audit(k.audit, op, member, f, seq, extra)
+  audit(k.audit, op, member, f, seq, (extra or '') .. ',"x":' .. outcome)
   return f, seq
 end
 
