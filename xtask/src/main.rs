@@ -5,6 +5,7 @@
 //! end. Run `cargo xtask help` for the list.
 
 mod bench;
+mod redis;
 mod tidy;
 
 use std::{
@@ -23,7 +24,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci            tidy, fmt, clippy, test, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
+  ci            tidy, fmt, clippy, redis-server, test, faults, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
   tidy          repository conventions (crate headers, //! docs, dependency allow-list)
   fmt           cargo fmt --all --check
   clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
@@ -33,6 +34,9 @@ commands:
   proptest      the model-based property tests with 10,000 cases each, in release
   stress        the multi-threaded stress test with 1,000,000 operations, in release
   leaks         the leak check churning 1,000,000 keys, in release
+  redis-server  install Debian's redis-server if it is missing (the keyrunner-redis tests need it)
+  faults        the keyrunner-redis fault suite's seeded nemesis for 30 s
+  faults --long every fault scenario and a 600 s nemesis
   deny          cargo deny check licenses bans sources (installs cargo-deny if missing)
   bench         cargo bench -p keyrunner-benches, the memory example, the ratio table
   bench --quick a short smoke run of every benchmark (never fails on timing)
@@ -81,6 +85,9 @@ fn main() -> ExitCode {
         ["proptest"] => proptest(),
         ["stress"] => stress(),
         ["leaks"] => leaks(),
+        ["redis-server"] => redis::ensure_server(),
+        ["faults"] => redis::faults(false),
+        ["faults", "--long"] => redis::faults(true),
         ["deny"] => deny(),
         ["bench"] => bench(false),
         ["bench", "--quick"] => bench(true),
@@ -104,11 +111,13 @@ fn main() -> ExitCode {
 fn ci() -> Result {
     // The property, stress and leak suites also run at their default sizes inside `test`; here
     // they run at full size, in release, which takes seconds once built.
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 13] = [
         ("tidy", tidy),
         ("fmt", fmt),
         ("clippy", clippy),
+        ("redis-server", redis::ensure_server),
         ("test", test),
+        ("faults", || redis::faults(false)),
         ("doc", doc),
         ("loom", loom),
         ("proptest", proptest),

@@ -3,7 +3,7 @@
 //! scenario, killed, restarted and paused for real. A checker compares Redis's audit list with
 //! what every replica reported (`checker.rs`).
 //!
-//! `cargo test -p keyrunner-redis --test faults [-- FILTER]` runs every named scenario and the
+//! `cargo test -p keyrunner-redis --test cluster_faults [-- FILTER]` runs every named scenario and the
 //! nemesis for `KEYRUNNER_NEMESIS_SECS` seconds (5 by default; `cargo xtask faults` runs it for
 //! 30, `--long` for 600). `KEYRUNNER_NEMESIS_SEED` replays a nemesis run; every failure prints
 //! its seed.
@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         println!("\n---- {name} ----\n{message}");
     }
     println!(
-        "\nto replay the nemesis: KEYRUNNER_NEMESIS_SEED={seed} cargo test -p keyrunner-redis --test faults -- nemesis"
+        "\nto replay the nemesis: KEYRUNNER_NEMESIS_SEED={seed} cargo test -p keyrunner-redis --test cluster_faults -- nemesis"
     );
     ExitCode::FAILURE
 }
