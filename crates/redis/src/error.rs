@@ -87,10 +87,6 @@ impl Error {
         Self::new(ErrorKind::Corrupt).detail(format_args!("`{at}`: {what}"))
     }
 
-    pub(crate) fn shut_down() -> Self {
-        Self::new(ErrorKind::ShutDown)
-    }
-
     /// What kind of error it is.
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
@@ -209,6 +205,12 @@ impl<F> RunError<F> {
     #[must_use]
     pub fn is_busy(&self) -> bool {
         matches!(self, Self::Busy { .. })
+    }
+
+    /// Whether this replica is shutting down.
+    #[must_use]
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, Self::ShutDown { .. })
     }
 
     /// Whether Redis did not answer in time, so the acquisition may still happen (and be

@@ -103,12 +103,11 @@ impl<P: Clone, E> Queue<P, E> {
                     seq,
                 }),
             ) = (queue.items.back_mut(), item)
+                && queued_fence == fence
             {
-                if queued_fence == fence {
-                    *queued = progress.clone();
-                    *queued_seq = *seq;
-                    return;
-                }
+                *queued = progress.clone();
+                *queued_seq = *seq;
+                return;
             }
             if queue.items.len() == STREAM_CAPACITY {
                 queue.items.pop_front();

@@ -33,7 +33,7 @@ use crate::run::{
     lease_lost,
 };
 use crate::runtime::Rt;
-use crate::store::{Acquired, Answer, Stopped, Store};
+use crate::store::{Acquired, Answer, Stopped, Store, Timing};
 use crate::transition::{Transition, decode_stored};
 use crate::watch::{Dispatcher, Item, Msg, Queue, Router, Subscriptions, Watch};
 
@@ -85,8 +85,11 @@ pub struct Builder<K, P, E> {
     retention: Duration,
     timeout: Option<Duration>,
     spawner: Option<Box<dyn Spawn>>,
-    types: PhantomData<fn() -> (K, P, E)>,
+    types: Types<K, P, E>,
 }
+
+/// The builder's type parameters, owned by nothing (and `Send + Sync` whatever they are).
+type Types<K, P, E> = PhantomData<fn() -> (K, P, E)>;
 
 /// What to do with a finished acquisition attempt.
 enum Attempt<F, E> {
@@ -469,7 +472,7 @@ where
                     Some(fence) => Err(StopError::Ended(run_id(fence))),
                     None => Err(StopError::Idle),
                 },
-                Answer::Done(Stopped::Stale { .. }) => {
+                Answer::Done(Stopped::Stale) => {
                     Err(StopError::Ended(run_id(fence.unwrap_or_default())))
                 }
                 Answer::Epoch(seen) if !adopted => {
@@ -679,9 +682,11 @@ where
             conn,
             layout,
             Arc::clone(&replica),
-            ttl,
-            self.retention,
-            timeout,
+            Timing {
+                ttl,
+                retention: self.retention,
+                timeout,
+            },
             encode_outcome(&Outcome::<E>::Lost),
         ));
         store.load_scripts().await?;
@@ -781,9 +786,7 @@ struct Jitter(u64);
 
 impl Jitter {
     fn new(seed: &str) -> Self {
-        let mut hasher = RandomState::new().build_hasher();
-        seed.hash(&mut hasher);
-        Self(hasher.finish() | 1)
+        Self(RandomState::new().hash_one(seed) | 1)
     }
 
     fn up_to(&mut self, bound: Duration) -> Duration {

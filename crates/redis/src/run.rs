@@ -681,16 +681,16 @@ where
             if this.deadline.poll_elapsed(cx).is_ready() {
                 return this.demote();
             }
-            if let Some(call) = &mut this.call {
-                if let Poll::Ready(reply) = call.future.as_mut().poll(cx) {
-                    let Some(InFlight { write, sent, .. }) = this.call.take() else {
-                        unreachable!("the call was just polled")
-                    };
-                    if let Some(done) = this.on_reply(write, sent, reply) {
-                        return done;
-                    }
-                    continue;
+            if let Some(call) = &mut this.call
+                && let Poll::Ready(reply) = call.future.as_mut().poll(cx)
+            {
+                let Some(InFlight { write, sent, .. }) = this.call.take() else {
+                    unreachable!("the call was just polled")
+                };
+                if let Some(done) = this.on_reply(write, sent, reply) {
+                    return done;
                 }
+                continue;
             }
             if this.stopping {
                 return Poll::Pending;

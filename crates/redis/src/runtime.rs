@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use keyrunner_task_runner_repository::BoxFuture;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 
 /// The runtime the repository was connected on.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl Rt {
         }
         #[cfg(not(feature = "smol"))]
         {
-            Err(Error::new(ErrorKind::Unavailable).detail(
+            Err(Error::new(crate::error::ErrorKind::Unavailable).detail(
                 "no tokio runtime is running: connect from inside one, or enable the `smol` feature",
             ))
         }
@@ -109,19 +109,21 @@ impl Rt {
     }
 
     /// Tokio's context, entered until the guard drops (nothing to enter on smol).
-    #[cfg(feature = "tokio")]
-    fn entered(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+    fn entered(&self) -> Entered<'_> {
         match self {
+            #[cfg(feature = "tokio")]
             Self::Tokio(handle) => Some(handle.enter()),
             #[cfg(feature = "smol")]
-            Self::Smol => None,
+            Self::Smol => Entered::default(),
         }
     }
-
-    /// Nothing to enter on smol.
-    #[cfg(not(feature = "tokio"))]
-    fn entered(&self) {}
 }
+
+/// A guard keeping the runtime's context entered.
+#[cfg(feature = "tokio")]
+type Entered<'a> = Option<tokio::runtime::EnterGuard<'a>>;
+#[cfg(not(feature = "tokio"))]
+type Entered<'a> = std::marker::PhantomData<&'a ()>;
 
 impl fmt::Debug for Rt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -149,11 +151,6 @@ enum Timer {
 }
 
 impl Sleep {
-    /// When it elapses.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
     /// Moves the deadline (earlier or later).
     pub(crate) fn reset(&mut self, deadline: Instant) {
         self.deadline = deadline;

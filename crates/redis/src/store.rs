@@ -34,14 +34,12 @@ pub(crate) struct Stored {
     pub(crate) p: String,
     pub(crate) x: String,
     pub(crate) o: String,
-    pub(crate) d: String,
-    pub(crate) now_ms: String,
 }
 
 #[derive(Debug)]
 pub(crate) enum Acquired {
     Won { fence: u64, seq: u64 },
-    Busy { fence: u64, owner: String },
+    Busy { fence: u64 },
 }
 
 /// The answer to one of the owner's writes.
@@ -71,9 +69,18 @@ pub(crate) enum Stopped {
         outcome: String,
     },
     /// Another run holds the key.
-    Stale {
-        fence: u64,
-    },
+    Stale,
+}
+
+/// The durations a store works with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// The lease TTL.
+    pub(crate) ttl: Duration,
+    /// How long an idle key is kept.
+    pub(crate) retention: Duration,
+    /// The bound on every call.
+    pub(crate) timeout: Duration,
 }
 
 /// The connection for commands, the layout and the parameters every script needs.
@@ -96,9 +103,7 @@ impl Store {
         conn: ConnectionManager,
         layout: Layout,
         replica: Arc<str>,
-        ttl: Duration,
-        retention: Duration,
-        timeout: Duration,
+        timing: Timing,
         lost: String,
     ) -> Self {
         Self {
@@ -106,9 +111,9 @@ impl Store {
             conn,
             layout,
             replica,
-            ttl,
-            retention,
-            timeout,
+            ttl: timing.ttl,
+            retention: timing.retention,
+            timeout: timing.timeout,
             lost,
             epoch: Mutex::new("".into()),
         }
@@ -215,7 +220,7 @@ impl Store {
         call.key(&self.layout.epoch).key(self.layout.hash(member));
         let reply: Vec<String> = self.eval_read(&call).await?;
         let at = self.layout.hash(member);
-        let [epoch, s, f, q, p, x, o, d, now_ms]: [String; 9] = reply
+        let [epoch, s, f, q, p, x, o]: [String; 7] = reply
             .try_into()
             .map_err(|_| Error::corrupt(&at, "the read script answered with another shape"))?;
         Ok(Stored {
@@ -226,8 +231,6 @@ impl Store {
             p,
             x,
             o,
-            d,
-            now_ms,
         })
     }
 
@@ -265,7 +268,6 @@ impl Store {
             }),
             Some("busy") => Answer::Done(Acquired::Busy {
                 fence: field(&reply, 1, &at)?,
-                owner: reply.get(2).cloned().unwrap_or_default(),
             }),
             _ => epoch_or_corrupt(reply, &at)?,
         })
@@ -334,9 +336,7 @@ impl Store {
                 fence: reply.get(1).and_then(|f| f.parse().ok()).unwrap_or(0),
                 outcome: reply.get(2).cloned().unwrap_or_default(),
             }),
-            Some("stale") => Answer::Done(Stopped::Stale {
-                fence: field(&reply, 1, &at)?,
-            }),
+            Some("stale") => Answer::Done(Stopped::Stale),
             _ => epoch_or_corrupt(reply, &at)?,
         })
     }

@@ -53,13 +53,13 @@ const MAX_HELD: usize = 4096;
 pub(crate) struct Watch<P, E> {
     member: String,
     pub(crate) subject: Subject<Item<P, E>>,
-    ready: Mutex<Ready>,
+    ready: Mutex<Readiness>,
     ready_event: Notify,
     queue: Weak<Queue<P, E>>,
 }
 
 #[derive(Clone)]
-enum Ready {
+enum Readiness {
     Pending,
     Ready,
     Failed(Error),
@@ -74,7 +74,7 @@ where
         let watch = Arc::new(Self {
             member: member.clone(),
             subject: Subject::new(),
-            ready: Mutex::new(Ready::Pending),
+            ready: Mutex::new(Readiness::Pending),
             ready_event: Notify::new(),
             queue: Arc::downgrade(queue),
         });
@@ -90,25 +90,25 @@ where
     pub(crate) async fn ready(&self) -> Result<(), Error> {
         loop {
             match lock(&self.ready).clone() {
-                Ready::Ready => return Ok(()),
-                Ready::Failed(error) => return Err(error),
-                Ready::Pending => {}
+                Readiness::Ready => return Ok(()),
+                Readiness::Failed(error) => return Err(error),
+                Readiness::Pending => {}
             }
             let listener = self.ready_event.listen();
-            if !matches!(*lock(&self.ready), Ready::Pending) {
+            if !matches!(*lock(&self.ready), Readiness::Pending) {
                 continue;
             }
             listener.await;
         }
     }
 
-    fn set_ready(&self, ready: Ready) {
+    fn set_ready(&self, ready: Readiness) {
         *lock(&self.ready) = ready;
         self.ready_event.notify(usize::MAX);
     }
 
     fn is_ready(&self) -> bool {
-        matches!(*lock(&self.ready), Ready::Ready)
+        matches!(*lock(&self.ready), Readiness::Ready)
     }
 
     /// Delivers one item to every local listener. A listener's panic is caught here: it must
@@ -310,13 +310,12 @@ where
     E: DeserializeOwned,
 {
     pub(crate) fn route(&self, push: PushInfo) {
-        if push.kind == PushKind::Message {
-            if let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice() {
-                if channel.as_slice() == self.control.as_bytes() {
-                    self.on_control(payload);
-                    return;
-                }
-            }
+        if push.kind == PushKind::Message
+            && let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice()
+            && channel.as_slice() == self.control.as_bytes()
+        {
+            self.on_control(payload);
+            return;
         }
         self.queue.push(Msg::Push(push));
     }
@@ -408,13 +407,14 @@ where
             Msg::Push(push) => self.on_push(push),
             Msg::Watch { member, watch } => self.on_watch(member, watch),
             Msg::Unwatch { member } => {
-                if let Some(key) = self.keys.get(&member) {
-                    if key.watch.strong_count() == 0 {
-                        let key = self.keys.remove(&member);
-                        if let Some(key) = key {
-                            self.subscriptions.unsubscribe(key.channel);
-                        }
-                    }
+                // Only if no new watch of the same key took the entry over meanwhile.
+                if self
+                    .keys
+                    .get(&member)
+                    .is_some_and(|key| key.watch.strong_count() == 0)
+                    && let Some(key) = self.keys.remove(&member)
+                {
+                    self.subscriptions.unsubscribe(key.channel);
                 }
             }
             Msg::Snapshot { member, result } => self.on_snapshot(&member, result),
@@ -423,7 +423,7 @@ where
                     key.subscribing = false;
                     if let Some(watch) = key.watch.upgrade() {
                         if !watch.is_ready() {
-                            watch.set_ready(Ready::Failed(error.clone()));
+                            watch.set_ready(Readiness::Failed(error.clone()));
                         }
                         if !key.failing {
                             key.failing = true;
@@ -566,7 +566,7 @@ where
             Err(error) => {
                 // Retried on the next tick.
                 if !watch.is_ready() {
-                    watch.set_ready(Ready::Failed(error.clone()));
+                    watch.set_ready(Readiness::Failed(error.clone()));
                 }
                 if !key.failing {
                     key.failing = true;
@@ -588,7 +588,7 @@ where
                 key.held.clear();
                 watch.deliver(Err(error.clone()));
                 if !watch.is_ready() {
-                    watch.set_ready(Ready::Failed(error));
+                    watch.set_ready(Readiness::Failed(error));
                 }
                 return;
             }
@@ -619,7 +619,7 @@ where
         }
         key.resync = false;
         if !watch.is_ready() {
-            watch.set_ready(Ready::Ready);
+            watch.set_ready(Readiness::Ready);
         }
         let held = std::mem::take(&mut key.held);
         for event in held {

@@ -119,19 +119,18 @@ pub fn check(cluster: &Cluster, quiescent: bool) -> Report {
                             entry.f
                         ));
                     }
-                    if let Some(&previous) = last_fence.get(&key) {
-                        if entry.f <= previous {
-                            report
-                                .violation(format!("D2: {key} fence {} after {previous}", entry.f));
-                        }
+                    if let Some(&previous) = last_fence.get(&key)
+                        && entry.f <= previous
+                    {
+                        report.violation(format!("D2: {key} fence {} after {previous}", entry.f));
                     }
-                    if let Some(&previous) = seq.get(&key) {
-                        if entry.q != previous + 1 {
-                            report.violation(format!(
-                                "{key}: acquire at sequence {} after {previous}",
-                                entry.q
-                            ));
-                        }
+                    if let Some(&previous) = seq.get(&key)
+                        && entry.q != previous + 1
+                    {
+                        report.violation(format!(
+                            "{key}: acquire at sequence {} after {previous}",
+                            entry.q
+                        ));
                     }
                     last_fence.insert(key.clone(), entry.f);
                     open.insert(key.clone(), entry.f);

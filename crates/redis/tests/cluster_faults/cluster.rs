@@ -12,11 +12,10 @@ use serde_json::{Value, json};
 use crate::common::server::{Persistence, RedisServer, signal};
 use crate::replica::now_us;
 
-/// One line a replica reported, with when the suite read it.
+/// One line a replica reported.
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub replica: usize,
-    pub at: Instant,
     pub value: Value,
 }
 
@@ -105,13 +104,11 @@ impl Cluster {
                     .unwrap_or_else(|_| json!({"ev": "garbage", "line": line}));
                 log.push(Logged {
                     replica: index,
-                    at: Instant::now(),
                     value,
                 });
             }
             log.push(Logged {
                 replica: index,
-                at: Instant::now(),
                 value: json!({"ev": "exited"}),
             });
         });

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
         .iter()
         .map(|(name, scenario)| {
             (
-                format!("{name}"),
+                (*name).to_owned(),
                 Box::new(*scenario) as Box<dyn Fn() -> String>,
             )
         })

@@ -101,12 +101,11 @@ impl RedisServer {
     fn wait_for_ping(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let log =
-                        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                    panic!("redis-server exited with {status}; its log:\n{log}");
-                }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                panic!("redis-server exited with {status}; its log:\n{log}");
             }
             if ping(&self.socket) {
                 return;
