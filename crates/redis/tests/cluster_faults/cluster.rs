@@ -27,8 +27,15 @@ pub struct Log {
 
 impl Log {
     fn push(&self, logged: Logged) {
-        self.events.lock().unwrap().push(logged);
+        self.lock().push(logged);
         self.changed.notify_all();
+    }
+
+    /// The events; a scenario that failed while waiting on them leaves nothing half-written.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Logged>> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -194,7 +201,7 @@ impl Cluster {
 
     /// Every event logged so far.
     pub fn events(&self) -> Vec<Logged> {
-        self.log.events.lock().unwrap().clone()
+        self.log.lock().clone()
     }
 
     /// `kill -9` of replica `index`.

@@ -116,7 +116,9 @@ fn main() -> ExitCode {
         .collect();
     // A failing scenario's message and location are printed once, in the summary.
     panic::set_hook(Box::new(|info| {
-        *LAST_PANIC.lock().unwrap() = info.to_string();
+        if std::thread::current().name() == Some("main") {
+            *LAST_PANIC.lock().unwrap() = info.to_string();
+        }
     }));
     println!("\nrunning {} fault scenarios", tests.len());
     let mut failed = Vec::new();

@@ -146,7 +146,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// D1: of three replicas racing to run a key, exactly one wins; the others get `Busy` with the
-/// winner's fence.
+/// winner's fence. (The runs never end by themselves, so a late arrival cannot win after the
+/// winner finished.)
 pub fn racing_runs_from_three_replicas() -> String {
     let mut cluster = Cluster::start(Persistence::None, TTL, 3);
     let rounds = 30;
