@@ -263,3 +263,48 @@ async fn conflict_policies_across_replicas() {
         }
     );
 }
+
+/// `calls` of `command` in `INFO commandstats`.
+fn calls(server: &RedisServer, command_name: &str) -> u64 {
+    let info: String = command(server, &["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command_name}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_owners_hot_path_is_at_most_one_round_trip_per_transition() {
+    let server = RedisServer::start();
+    // A long lease: no renewal and no reaper call falls inside the measurement.
+    let repository: common::Repo = keyrunner_redis::ClusterRepository::builder(server.url())
+        .namespace("test")
+        .lease_ttl(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    let _: () = command(&server, &["CONFIG", "RESETSTAT"]);
+    // Three transitions (running, one item, idle): the acquisition, then one write that carries
+    // the item and the end.
+    let handle = repository
+        .run("one".to_owned(), |_cx| stream::iter(["a".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(handle.await, Outcome::Completed);
+    assert_eq!(calls(&server, "evalsha"), 2);
+    // 1,002 transitions: items queued while a write is in flight go in the next one.
+    let _: () = command(&server, &["CONFIG", "RESETSTAT"]);
+    let handle = repository
+        .run("many".to_owned(), |_cx| {
+            stream::iter((0..1000).map(|i: u32| i.to_string()))
+        })
+        .await
+        .unwrap();
+    handle.await;
+    let round_trips = calls(&server, "evalsha");
+    assert!(
+        round_trips <= 4,
+        "{round_trips} round trips for 1,002 transitions"
+    );
+}

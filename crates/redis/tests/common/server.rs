@@ -3,7 +3,7 @@
 //! Redis. A missing `redis-server` fails the test (it never skips).
 //!
 //! Shared by the tests, the `cluster` example and the benchmarks (through `#[path]`).
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
