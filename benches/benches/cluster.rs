@@ -14,8 +14,6 @@
 
 #[path = "peers/redis.rs"]
 mod peers;
-#[path = "../../crates/redis/tests/common/server.rs"]
-mod server;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +22,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::stream;
 use keyrunner_redis::ClusterRepository;
+use keyrunner_redis::testing::{Persistence, RedisServer};
 use peers::HandRolledRedis;
-use server::{Persistence, RedisServer};
 
 type Repo = ClusterRepository<String, String, String>;
 

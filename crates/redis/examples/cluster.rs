@@ -10,15 +10,12 @@
 //! process, each with its own connections; replica A has a runtime of its own, so that it can
 //! die without a word, as a crashed process would.
 
-#[path = "../tests/common/server.rs"]
-mod server;
-
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use keyrunner_redis::testing::{self as server, RedisServer};
 use keyrunner_redis::{ClusterRepository, Reason, State, TaskContext};
-use server::RedisServer;
 
 type Agents = ClusterRepository<String, String, String>;
 
@@ -123,14 +120,8 @@ async fn demo(server: &RedisServer) {
         .expect("watch the key");
 
     println!("A runs {key}:");
-    let handle = {
-        let a = a.clone();
-        let key = key.clone();
-        a_runtime
-            .spawn(async move { a.run(key, reply).await.expect("the key is idle") })
-            .await
-            .expect("A's run")
-    };
+    // A's runs are driven on A's runtime (it was connected there), whoever asks.
+    let handle = a.run(key.clone(), reply).await.expect("the key is idle");
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     println!("B stops it (B does not run it):");
@@ -147,18 +138,12 @@ async fn demo(server: &RedisServer) {
     println!("  A's handle: {:?}\n", handle.await);
 
     println!("A runs {key} again, then A dies (its runtime shuts down, nothing is released):");
-    let handle = {
-        let a = a.clone();
-        let key = key.clone();
-        a_runtime
-            .spawn(async move {
-                a.run(key, |cx| reply(cx).chain(futures::stream::pending()))
-                    .await
-                    .expect("the key is idle")
-            })
-            .await
-            .expect("A's run")
-    };
+    let handle = a
+        .run(key.clone(), |cx| {
+            reply(cx).chain(futures::stream::pending())
+        })
+        .await
+        .expect("the key is idle");
     let first = handle.run_id();
     tokio::time::sleep(Duration::from_millis(700)).await;
     std::mem::forget((a, handle));

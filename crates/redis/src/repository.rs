@@ -60,6 +60,42 @@ const LATE_ACQUIRE_TTLS: u32 = 10;
 /// Built with [`builder`](Self::builder). Cloning gives another handle to the same replica; the
 /// replica shuts down (its runs are stopped) when the last handle is dropped. See the
 /// [crate docs](crate) for the guarantees.
+///
+/// Every replica sees the runs of every other:
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::{Arc, Mutex};
+///
+/// use futures::stream;
+/// use keyrunner_redis::testing::RedisServer;
+/// use keyrunner_redis::{ClusterRepository, Outcome, State};
+///
+/// let redis = RedisServer::start();
+/// let owner: ClusterRepository<String, u32, String> =
+///     ClusterRepository::builder(redis.url()).connect().await?;
+/// let watcher: ClusterRepository<String, u32, String> =
+///     ClusterRepository::builder(redis.url()).connect().await?;
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let sink = Arc::clone(&seen);
+/// let _watching = watcher
+///     .listen(
+///         "job".to_owned(),
+///         move |item| sink.lock().unwrap().push(item.clone().unwrap().into_state()),
+///         true,
+///     )
+///     .await?;
+///
+/// let handle = owner.run("job".to_owned(), |_cx| stream::iter([1, 2])).await.unwrap();
+/// assert_eq!(handle.await, Outcome::Completed);
+/// # for _ in 0..5000 { if seen.lock().unwrap().len() >= 5 { break } tokio::time::sleep(std::time::Duration::from_millis(1)).await; }
+/// let states = seen.lock().unwrap().clone();
+/// assert_eq!(states.first(), Some(&State::Idle { last: None }));
+/// assert_eq!(states.last(), Some(&State::Idle { last: Some(Outcome::Completed) }));
+/// # Ok::<(), keyrunner_redis::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct ClusterRepository<K, P, E> {
     core: Arc<Core<K, P, E>>,
 }
@@ -814,7 +850,7 @@ pub(crate) fn random_id() -> String {
 
 /// A key's state at one instant, as a capability to act: run an idle key, stop a running one.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// # async fn f(repository: keyrunner_redis::ClusterRepository<String, String, String>) {
 /// use keyrunner_redis::StateNode;
 /// if let Ok(StateNode::Idle(idle)) = repository.state_node("a".to_owned()).await {
@@ -831,7 +867,9 @@ pub enum StateNode<K, P, E> {
 
 /// A key seen idle: [`run`](Self::run) starts a task if it is still idle, cluster-wide.
 ///
-/// ```compile_fail
+/// `run` consumes the node, so a node acts at most once:
+///
+/// ```compile_fail,E0382
 /// # async fn f(repository: keyrunner_redis::ClusterRepository<String, String, String>) {
 /// use keyrunner_redis::StateNode;
 /// if let Ok(StateNode::Idle(idle)) = repository.state_node("a".to_owned()).await {
@@ -850,7 +888,7 @@ pub struct IdleNode<K, P, E> {
 /// A key seen running one particular run (on any replica): [`stop`](Self::stop) stops that run,
 /// never a later one.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// # async fn f(repository: keyrunner_redis::ClusterRepository<String, String, String>) {
 /// use keyrunner_redis::StateNode;
 /// if let Ok(StateNode::Running(running)) = repository.state_node("a".to_owned()).await {

@@ -1,7 +1,10 @@
 //! Test support: a private Redis per test, replicas on it, and probes.
 #![allow(dead_code, unused_imports, unreachable_pub, clippy::unwrap_used)]
 
-pub mod server;
+/// The private server, from the crate's `test-util` feature.
+pub mod server {
+    pub use keyrunner_redis::testing::*;
+}
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,9 +1,22 @@
-//! A private `redis-server` for one test group: its own temporary directory, a unix socket
-//! there, no TCP port, started on demand and killed on drop. Nothing ever talks to a shared
-//! Redis. A missing `redis-server` fails the test (it never skips).
+//! Test support (feature `test-util`): a private `redis-server` per test.
 //!
-//! Shared by the tests, the `cluster` example and the benchmarks (through `#[path]`).
-#![allow(dead_code, unreachable_pub)]
+//! Each [`RedisServer`] has its own temporary directory, a unix socket there and no TCP port;
+//! it is started on demand, waited for until it answers `PING`, and killed (and its directory
+//! removed) on drop. Nothing ever talks to a shared Redis, so tests can kill, pause and restart
+//! their server. A missing `redis-server` fails the test with the command that installs it: it
+//! never skips.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use keyrunner_redis::ClusterRepository;
+//! use keyrunner_redis::testing::RedisServer;
+//!
+//! let server = RedisServer::start();
+//! let repository: ClusterRepository<String, String, String> =
+//!     ClusterRepository::builder(server.url()).connect().await.unwrap();
+//! assert!(repository.state(&"fresh".to_owned()).await.unwrap().is_idle());
+//! # });
+//! ```
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -12,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How to install the server on Debian, for the error message.
+/// How to install `redis-server` on Debian (for error messages).
 pub const INSTALL_HINT: &str = "install it with `apt-get install -y --no-install-recommends redis-server` \
      (or set REDIS_SERVER to its path)";
 
@@ -52,7 +65,9 @@ impl RedisServer {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("create the server's temporary directory");
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            panic!("cannot create {}: {error}", dir.display());
+        }
         let socket = dir.join("redis.sock");
         let mut server = Self {
             dir,
@@ -133,11 +148,17 @@ impl RedisServer {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// A plain synchronous connection, for inspecting and corrupting what the repository stores.
+    /// A plain synchronous connection, for inspecting (and corrupting) what the repository
+    /// stores; see docs/distributed.md for the layout.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not accept the connection.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|client| client.get_connection())
-            .expect("connect to the private redis-server")
+        match redis::Client::open(self.url()).and_then(|client| client.get_connection()) {
+            Ok(connection) => connection,
+            Err(error) => panic!("cannot connect to the private redis-server: {error}"),
+        }
     }
 
     /// `kill -9`: the server dies without writing anything more.
@@ -170,7 +191,7 @@ impl RedisServer {
         signal(self.pid(), "STOP");
     }
 
-    /// `SIGCONT`.
+    /// `SIGCONT`: the server answers again, starting with what was sent while it was paused.
     pub fn resume(&self) {
         signal(self.pid(), "CONT");
     }
@@ -187,15 +208,15 @@ impl Drop for RedisServer {
     }
 }
 
-/// Sends `SIG<name>` to `pid` with `kill(1)` (the workspace forbids `unsafe`, so no libc).
-pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
+/// Sends `SIG<name>` to `pid` with `kill(1)` (the workspace forbids `unsafe`, so no libc);
+/// whether it was delivered.
+pub fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
         .stderr(Stdio::null())
         .status()
-        .expect("run kill(1)");
-    let _ = status;
+        .is_ok_and(|status| status.success())
 }
 
 fn ping(socket: &Path) -> bool {
