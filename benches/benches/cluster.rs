@@ -322,7 +322,7 @@ fn memory(setup: &Setup) -> (i64, i64, i64) {
             .unwrap_or(-1)
     };
     let key = "memory".to_owned();
-    let hash = format!("bench:k:{}", serde_json::to_string(&key).unwrap());
+    let hash = format!("bench:k:{}", serde_json::to_string(&key).expect("a string encodes"));
     let running = setup.runtime.block_on(async {
         let handle = setup
             .owner
@@ -330,7 +330,7 @@ fn memory(setup: &Setup) -> (i64, i64, i64) {
                 stream::iter([payload(0)]).chain(stream::pending())
             })
             .await
-            .unwrap();
+            .expect("a fresh key is idle");
         tokio::time::sleep(Duration::from_millis(50)).await;
         handle
     });
@@ -341,7 +341,7 @@ fn memory(setup: &Setup) -> (i64, i64, i64) {
         .unwrap_or(0);
     let lease_bytes = usage(&mut conn, "bench:leases") / leases.max(1);
     setup.runtime.block_on(async {
-        setup.owner.stop(&key, None).await.unwrap();
+        setup.owner.stop(&key, None).await.expect("it runs");
         running.await;
     });
     let idle_bytes = usage(&mut conn, &hash);
@@ -354,7 +354,7 @@ fn peer_memory(setup: &Setup) -> i64 {
     let (handle, _) = setup
         .runtime
         .block_on(setup.peer_owner.run(&key, stream::pending::<String>()))
-        .unwrap();
+        .expect("a fresh key is free");
     let bytes = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(format!("peer:lock:{key}"))
@@ -364,7 +364,7 @@ fn peer_memory(setup: &Setup) -> i64 {
         .unwrap_or(-1);
     setup.runtime.block_on(async {
         setup.peer_stopper.stop(&key).await;
-        handle.await.unwrap();
+        handle.await.expect("the run's task");
     });
     bytes
 }
