@@ -322,18 +322,19 @@ fn memory(setup: &Setup) -> (i64, i64, i64) {
             .unwrap_or(-1)
     };
     let key = "memory".to_owned();
-    let hash = format!("bench:k:{}", serde_json::to_string(&key).expect("a string encodes"));
-    let running = setup.runtime.block_on(async {
-        let handle = setup
-            .owner
-            .run(key.clone(), |_cx| {
-                stream::iter([payload(0)]).chain(stream::pending())
-            })
-            .await
-            .expect("a fresh key is idle");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        handle
-    });
+    let hash = format!(
+        "bench:k:{}",
+        serde_json::to_string(&key).expect("a string encodes")
+    );
+    let running = setup
+        .runtime
+        .block_on(setup.owner.run(key.clone(), |_cx| {
+            stream::iter([payload(0)]).chain(stream::pending())
+        }))
+        .expect("a fresh key is idle");
+    setup
+        .runtime
+        .block_on(tokio::time::sleep(Duration::from_millis(50)));
     let running_bytes = usage(&mut conn, &hash);
     let leases: i64 = redis::cmd("ZCARD")
         .arg("bench:leases")

@@ -60,7 +60,10 @@ impl HandRolledRedis {
         let config = ConnectionManagerConfig::new().set_push_sender(move |push: PushInfo| {
             if push.kind == PushKind::Message
                 && let [_, Value::BulkString(key)] = push.data.as_slice()
-                && let Some(token) = router.lock().expect("nothing panics while the runs table is locked").get(&*String::from_utf8_lossy(key))
+                && let Some(token) = router
+                    .lock()
+                    .expect("nothing panics while the runs table is locked")
+                    .get(&*String::from_utf8_lossy(key))
             {
                 token.cancel();
             }
@@ -109,7 +112,7 @@ impl HandRolledRedis {
         let token = CancellationToken::new();
         self.runs
             .lock()
-            .unwrap()
+            .expect("nothing panics while the runs table is locked")
             .insert(key.to_owned(), token.clone());
         let channel = format!("peer:c:{key}");
         let (owner, ttl, runs, key) = (
@@ -149,7 +152,9 @@ impl HandRolledRedis {
                     .expect("release");
                 let _: i64 = conn.publish(&channel, "idle").await.expect("PUBLISH");
             }
-            runs.lock().expect("nothing panics while the runs table is locked").remove(&key);
+            runs.lock()
+                .expect("nothing panics while the runs table is locked")
+                .remove(&key);
             outcome
         });
         Some((task, signal))
