@@ -334,7 +334,7 @@ fn memory(setup: &Setup) -> (i64, i64, i64) {
         .expect("a fresh key is idle");
     setup
         .runtime
-        .block_on(tokio::time::sleep(Duration::from_millis(50)));
+        .block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
     let running_bytes = usage(&mut conn, &hash);
     let leases: i64 = redis::cmd("ZCARD")
         .arg("bench:leases")

@@ -83,6 +83,10 @@ impl Error {
         Self::new(ErrorKind::Timeout).detail(format_args!("no answer within {after:?}"))
     }
 
+    pub(crate) fn shut_down() -> Self {
+        Self::new(ErrorKind::ShutDown)
+    }
+
     pub(crate) fn corrupt(at: &str, what: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Corrupt).detail(format_args!("`{at}`: {what}"))
     }

@@ -59,7 +59,8 @@ impl fmt::Debug for Subscription {
 /// watch that could not be established while Redis was unreachable) come as `Err` items, and the
 /// stream goes on.
 ///
-/// The stream never ends by itself: drop it when done.
+/// The stream ends after this replica shut down (explicitly, or when its last handle was
+/// dropped), with a last [`ShutDown`](crate::ErrorKind::ShutDown) error item.
 #[must_use = "streams do nothing unless polled"]
 pub struct StateStream<P, E> {
     shared: Arc<Mutex<Queue<P, E>>>,
@@ -70,6 +71,8 @@ pub struct StateStream<P, E> {
 pub(crate) struct Queue<P, E> {
     items: VecDeque<Result<Transition<P, E>, Error>>,
     waker: Option<Waker>,
+    /// The replica shut down: the stream ends once the items queued are taken.
+    ended: bool,
 }
 
 impl<P: Clone, E> Queue<P, E> {
@@ -77,12 +80,21 @@ impl<P: Clone, E> Queue<P, E> {
         Arc::new(Mutex::new(Self {
             items: VecDeque::new(),
             waker: None,
+            ended: false,
         }))
     }
 
     pub(crate) fn push(shared: &Mutex<Self>, item: &Result<Transition<P, E>, Error>) {
         let waker = {
             let mut queue = lock(shared);
+            if queue.ended {
+                return;
+            }
+            if let Err(error) = item
+                && error.kind() == crate::error::ErrorKind::ShutDown
+            {
+                queue.ended = true;
+            }
             if let (
                 Some(Ok(Transition {
                     state:
@@ -137,6 +149,7 @@ impl<P, E> Stream for StateStream<P, E> {
         let mut queue = lock(&self.shared);
         match queue.items.pop_front() {
             Some(item) => Poll::Ready(Some(item)),
+            None if queue.ended => Poll::Ready(None),
             None => {
                 queue.waker = Some(cx.waker().clone());
                 Poll::Pending

@@ -306,8 +306,13 @@ where
         F: Fn(&Item<P, E>) + Send + Sync + 'static,
     {
         encode("a key", &key)?;
+        if self.is_shut_down() {
+            return Err(Error::shut_down());
+        }
         let watch = self.core.watches.allocate(key);
-        watch.ready().await?;
+        // A subscription and a read, each bounded by the call timeout.
+        let store = &self.core.store;
+        store.rt.timeout(store.timeout * 2, watch.ready()).await??;
         let listener = watch.subject.listen(listener, immediate);
         Ok(Subscription::new(listener, Box::new(watch)))
     }
@@ -327,7 +332,9 @@ where
 
     /// Stops every run of this replica with `reason` (each stop written to Redis) and refuses
     /// runs from now on; the returned future resolves once every task stream of this replica has
-    /// been dropped. Runs on other replicas go on.
+    /// been dropped. Runs on other replicas go on. This replica's watches end: streams yield a
+    /// last [`ShutDown`](ErrorKind::ShutDown) error and end, `listen` is refused, and a handle to
+    /// a run on another replica resolves to `Lost` (its end will not be heard here).
     pub fn shutdown(&self, reason: impl Into<Option<Reason>>) -> Shutdown {
         self.core.shutdown(reason.into());
         Shutdown {
@@ -532,13 +539,22 @@ where
             return Ok(RunHandle::local(&run));
         }
         let watch = self.watches.allocate(key);
-        watch.ready().await?;
+        self.store
+            .rt
+            .timeout(self.store.timeout * 2, watch.ready())
+            .await??;
         let slot = Slot::new();
         let sink = Arc::clone(&slot);
         let listener = watch.subject.listen(
             move |item: &Item<P, E>| {
-                let Ok(transition) = item else {
-                    return;
+                let transition = match item {
+                    Ok(transition) => transition,
+                    // This replica stopped watching: the run's end will not be heard here.
+                    Err(error) if error.kind() == ErrorKind::ShutDown => {
+                        sink.set(Outcome::Lost);
+                        return;
+                    }
+                    Err(_) => return,
                 };
                 match (transition.fence, &transition.state) {
                     (Some(seen), State::Idle { last, .. }) if seen == fence => {
@@ -569,6 +585,7 @@ where
         for run in self.runs.all() {
             run.end(Ending::Requested(reason.clone()), reason.clone());
         }
+        self.queue.push(Msg::Shutdown);
     }
 }
 

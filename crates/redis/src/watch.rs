@@ -162,6 +162,9 @@ pub(crate) enum Msg<P, E> {
     Tick,
     /// Read every watched key again (the epoch changed, or pushes were dropped).
     ResyncAll,
+    /// This replica shut down: every watch ends with a `ShutDown` error, and so does every
+    /// watch started later.
+    Shutdown,
 }
 
 /// The dispatcher's queue.
@@ -336,6 +339,16 @@ where
     }
 }
 
+/// Ends a watch: a last `ShutDown` error (streams end after it), and `listen` refused.
+fn end<P, E>(watch: &Watch<P, E>)
+where
+    P: Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    watch.set_ready(Readiness::Failed(Error::shut_down()));
+    watch.deliver(Err(Error::shut_down()));
+}
+
 /// Where a key's history stands on this replica.
 struct Cursor {
     epoch: String,
@@ -369,6 +382,7 @@ pub(crate) struct Dispatcher<P, E> {
     subscriptions: Arc<Subscriptions>,
     on_epoch: crate::run::OnEpoch,
     keys: HashMap<String, Key<P, E>>,
+    shut_down: bool,
 }
 
 impl<P, E> Dispatcher<P, E>
@@ -388,6 +402,7 @@ where
             subscriptions,
             on_epoch,
             keys: HashMap::new(),
+            shut_down: false,
         }
     }
 
@@ -398,6 +413,19 @@ where
             }
             if self.queue.overflowed.swap(false, Ordering::SeqCst) {
                 self.resync_all();
+            }
+        }
+        // The repository is gone: its watches end.
+        self.shut_down();
+    }
+
+    /// Ends every watch (and every later one) with a `ShutDown` error.
+    fn shut_down(&mut self) {
+        self.shut_down = true;
+        for key in self.keys.values_mut() {
+            key.held.clear();
+            if let Some(watch) = key.watch.upgrade() {
+                end(&watch);
             }
         }
     }
@@ -434,10 +462,17 @@ where
             }
             Msg::Tick => self.tick(),
             Msg::ResyncAll => self.resync_all(),
+            Msg::Shutdown => self.shut_down(),
         }
     }
 
     fn on_watch(&mut self, member: String, watch: Weak<Watch<P, E>>) {
+        if self.shut_down {
+            if let Some(watch) = watch.upgrade() {
+                end(&watch);
+            }
+            return;
+        }
         match self.keys.get_mut(&member) {
             Some(key) => {
                 // The key's previous watch is gone (its `Unwatch` is still queued): the new one
@@ -476,6 +511,9 @@ where
     }
 
     fn on_push(&mut self, push: PushInfo) {
+        if self.shut_down {
+            return;
+        }
         match push.kind {
             PushKind::Message => {
                 let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice()
@@ -558,6 +596,9 @@ where
             return;
         };
         key.reading = false;
+        if self.shut_down {
+            return;
+        }
         let Some(watch) = key.watch.upgrade() else {
             return;
         };
@@ -716,6 +757,9 @@ where
     }
 
     fn tick(&mut self) {
+        if self.shut_down {
+            return;
+        }
         let members: Vec<String> = self.keys.keys().cloned().collect();
         for member in members {
             let Some(key) = self.keys.get_mut(&member) else {

@@ -127,3 +127,50 @@ async fn shutdown_stops_this_replicas_runs_in_redis_and_refuses_new_ones() {
         .unwrap_err();
     assert!(refused.is_shut_down());
 }
+
+#[tokio::test]
+async fn after_shutdown_streams_end_and_listen_is_refused() {
+    let server = RedisServer::start();
+    let repository = replica(&server, TTL).await;
+    let other = replica(&server, TTL).await;
+    let key = "k".to_owned();
+    let remote = other
+        .run(key.clone(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap();
+    let handle = repository
+        .run_with(key.clone(), keyrunner_redis::Conflict::UseExisting, |_cx| {
+            stream::empty::<String>()
+        })
+        .await
+        .unwrap();
+    assert!(!handle.is_local());
+    let mut states = repository.stream(key.clone());
+    let first = tokio::time::timeout(TTL, futures::StreamExt::next(&mut states))
+        .await
+        .unwrap();
+    assert!(first.unwrap().unwrap().state().is_running());
+    repository.shutdown(None).await;
+    let last = tokio::time::timeout(TTL, futures::StreamExt::next(&mut states))
+        .await
+        .unwrap();
+    assert_eq!(
+        last.unwrap().unwrap_err().kind(),
+        keyrunner_redis::ErrorKind::ShutDown
+    );
+    let end = tokio::time::timeout(TTL, futures::StreamExt::next(&mut states))
+        .await
+        .unwrap();
+    assert!(end.is_none(), "the stream ends");
+    let refused = repository
+        .listen(key.clone(), |_| {}, true)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), keyrunner_redis::ErrorKind::ShutDown);
+    assert_eq!(
+        tokio::time::timeout(TTL, handle).await.unwrap(),
+        Outcome::Lost,
+        "a remote run's end is no longer heard here"
+    );
+    assert!(!remote.is_finished(), "the other replica's run goes on");
+}
