@@ -284,8 +284,11 @@ pub enum StopError {
     #[error("the key is idle")]
     Idle,
     /// The run the node saw has already ended (another run may hold the key now).
-    #[error("{0} has already ended")]
-    Ended(RunId),
+    #[error("{run} has already ended")]
+    Ended {
+        /// The run the node saw.
+        run: RunId,
+    },
     /// Redis could not be asked, or did not answer in time (then whether the stop happened is
     /// unknown: read the state).
     #[error("the stop did not reach redis")]
@@ -293,9 +296,18 @@ pub enum StopError {
 }
 
 impl StopError {
+    /// The run that had already ended, for [`Ended`](Self::Ended).
+    #[must_use]
+    pub fn run_id(&self) -> Option<RunId> {
+        match self {
+            Self::Ended { run } => Some(*run),
+            _ => None,
+        }
+    }
+
     /// Whether nothing was running any more (idle, or the node's run had ended).
     #[must_use]
     pub fn is_already_ended(&self) -> bool {
-        matches!(self, Self::Idle | Self::Ended(_))
+        matches!(self, Self::Idle | Self::Ended { .. })
     }
 }

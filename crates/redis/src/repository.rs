@@ -512,12 +512,12 @@ where
                     Ok(stopped)
                 }
                 Answer::Done(Stopped::Idle { .. }) => match fence {
-                    Some(fence) => Err(StopError::Ended(run_id(fence))),
+                    Some(fence) => Err(StopError::Ended { run: run_id(fence) }),
                     None => Err(StopError::Idle),
                 },
-                Answer::Done(Stopped::Stale) => {
-                    Err(StopError::Ended(run_id(fence.unwrap_or_default())))
-                }
+                Answer::Done(Stopped::Stale) => Err(StopError::Ended {
+                    run: run_id(fence.unwrap_or_default()),
+                }),
                 Answer::Epoch(seen) if !adopted => {
                     adopted = true;
                     adopt_epoch(&self.store, &self.runs, &self.queue, seen)

@@ -137,7 +137,7 @@ async fn a_stale_running_node_cannot_stop_a_later_run() {
         .unwrap();
     let error = stale.stop(Reason::from("stale")).await.unwrap_err();
     assert!(
-        matches!(error, StopError::Ended(run) if run == first.run_id()),
+        matches!(error, StopError::Ended { run } if run == first.run_id()),
         "{error:?}"
     );
     assert_eq!(

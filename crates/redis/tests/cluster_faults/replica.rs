@@ -288,7 +288,7 @@ fn run_error<F>(error: &RunError<F>) -> &'static str {
 fn stop_error(error: &StopError) -> &'static str {
     match error {
         StopError::Idle => "idle",
-        StopError::Ended(_) => "ended",
+        StopError::Ended { .. } => "ended",
         StopError::Unavailable(error) => error_kind(error.kind()),
         _ => "other",
     }
