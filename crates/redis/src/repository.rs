@@ -47,6 +47,9 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 /// The default namespace (prefix of every Redis key and channel).
 pub const DEFAULT_NAMESPACE: &str = "keyrunner";
 
+/// Each step of `connect` is bounded by this many call timeouts.
+const CONNECT_TIMEOUTS: u32 = 4;
+
 /// Keys reaped per script call (a call blocks Redis while it runs).
 const REAP_BATCH: usize = 128;
 
@@ -295,7 +298,9 @@ where
     /// delays the other keys' listeners on this replica, never the owner of a run). After a
     /// disconnection it may skip intermediate progress, never the latest state; unlike the
     /// in-process `listen`, which sees every transition. Errors (a transition that could not be
-    /// decoded) arrive as `Err` items, and the listener goes on.
+    /// decoded) arrive as `Err` items, and the listener goes on. A listener that panics does not
+    /// stop the others; its panic is caught and dropped, as no call of yours made the transition
+    /// it was given.
     pub async fn listen<F>(
         &self,
         key: K,
@@ -716,11 +721,13 @@ where
                 Ok::<(), std::convert::Infallible>(())
             })
             .set_automatic_resubscription();
+        // Connecting is not on anyone's hot path: each of its steps gets four call timeouts.
+        let setup = timeout * CONNECT_TIMEOUTS;
         let connect = |client: Client, config: ConnectionManagerConfig| {
             let rt = rt.clone();
             async move {
                 rt.timeout(
-                    timeout,
+                    setup,
                     rt.enter(ConnectionManager::new_with_config(client, config)),
                 )
                 .await?
@@ -742,11 +749,11 @@ where
             },
             encode_outcome(&Outcome::<E>::Lost),
         ));
-        store.load_scripts().await?;
-        let epoch = store.hello(&random_id()).await?;
+        store.load_scripts(setup).await?;
+        let epoch = store.hello_within(&random_id(), setup).await?;
         store.replace_epoch("", &epoch);
         let control = store.layout.control(&replica);
-        rt.timeout(timeout, rt.enter(sub_conn.subscribe(&control)))
+        rt.timeout(setup, rt.enter(sub_conn.subscribe(&control)))
             .await?
             .map_err(Error::redis)?;
 

@@ -179,16 +179,21 @@ impl Store {
             .map_err(Error::redis)
     }
 
-    /// Loads every script, so that the first call of each costs one round trip.
-    pub(crate) async fn load_scripts(&self) -> Result<(), Error> {
-        for script in SCRIPTS.all() {
-            let mut conn = self.conn.clone();
-            self.rt
-                .timeout(self.timeout, script.prepare_invoke().load_async(&mut conn))
-                .await?
-                .map_err(Error::redis)?;
-        }
-        Ok(())
+    /// Loads every script (so that the first call of each costs one round trip), all within
+    /// `within`.
+    pub(crate) async fn load_scripts(&self, within: Duration) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let load = async {
+            for script in SCRIPTS.all() {
+                script
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(Error::redis)?;
+            }
+            Ok(())
+        };
+        self.rt.timeout(within, load).await?
     }
 
     /// A key script's call: KEYS = epoch, hash, leases, audit; ARGV = epoch, channel, member,
@@ -213,6 +218,17 @@ impl Store {
         let mut call = SCRIPTS.hello.prepare_invoke();
         call.key(&self.layout.epoch).arg(fresh);
         self.eval_read(&call).await
+    }
+
+    /// [`hello`](Self::hello) within `within` (while connecting).
+    pub(crate) async fn hello_within(
+        &self,
+        fresh: &str,
+        within: Duration,
+    ) -> Result<String, Error> {
+        let mut call = SCRIPTS.hello.prepare_invoke();
+        call.key(&self.layout.epoch).arg(fresh);
+        self.eval_within(&call, within).await
     }
 
     pub(crate) async fn read(&self, member: &str) -> Result<Stored, Error> {

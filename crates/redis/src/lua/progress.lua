@@ -17,9 +17,10 @@ end
 local q = tonumber(redis.call('HGET', k.hash, 'q'))
 local deadline = now_ms + ttl
 if q == expected + n then
-  -- This very batch was applied by an earlier attempt.
+  -- This very batch was applied by an earlier attempt whose answer was lost: it only renews.
   redis.call('HSET', k.hash, 'd', num(deadline))
   redis.call('ZADD', k.leases, num(deadline), k.member)
+  audit(k.audit, 'renew', k.member, fence, q, ',"d":' .. num(deadline))
   return {'ok', num(q), num(deadline)}
 end
 if q ~= expected then

@@ -71,6 +71,8 @@ pub struct Report {
     pub stale_writes: usize,
     pub seen: usize,
     pub max_reap_delay_ms: u64,
+    /// The longest machine stall that excused part of a reap's delay.
+    pub stalled_ms: u64,
 }
 
 impl Report {
@@ -238,8 +240,16 @@ pub fn check(cluster: &Cluster, quiescent: bool) -> Report {
                             .map_or(run.deadline_ms, |end| (end / 1000).max(run.deadline_ms));
                         let delay = t_ms.saturating_sub(from);
                         report.max_reap_delay_ms = report.max_reap_delay_ms.max(delay);
-                        if delay > ttl_ms / 4 + ROUND_TRIP_MS {
-                            report.violation(format!("D4: {key} fence {} reaped {delay} ms after its deadline (bound {} ms)", entry.f, ttl_ms / 4 + ROUND_TRIP_MS));
+                        let stalled = cluster.stalls.within(from * 1000, entry.t) / 1000;
+                        report.stalled_ms = report.stalled_ms.max(stalled);
+                        if delay > ttl_ms / 4 + ROUND_TRIP_MS + stalled {
+                            report.violation(format!(
+                                "D4: {key} fence {} reaped {delay} ms after its deadline {} ms (bound {} ms; {})",
+                                entry.f,
+                                run.deadline_ms,
+                                ttl_ms / 4 + ROUND_TRIP_MS + stalled,
+                                cluster.actions_between(run.deadline_ms * 1000 - 2_000_000, entry.t)
+                            ));
                         }
                     }
                     run.terminal = Some(entry.clone());
@@ -319,7 +329,9 @@ fn check_replica_reports(
                     .map(|(_, deadline)| *deadline)
                     .max()
                     .unwrap_or(run.deadline_ms);
-                if at / 1000 > deadline {
+                let ttl_ms = u64::try_from(cluster.ttl.as_millis()).unwrap_or(u64::MAX);
+                let stalled = cluster.stalls.within((deadline - ttl_ms / 10) * 1000, at) / 1000;
+                if at / 1000 > deadline + stalled {
                     report.violation(format!("D4: {key} run {fence} demoted at {} ms, after its Redis deadline {deadline}", at / 1000));
                 }
             }

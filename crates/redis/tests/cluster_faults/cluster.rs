@@ -67,6 +67,55 @@ pub struct Cluster {
     pub replica_pauses: Vec<(String, Window)>,
     /// The audit entries of Redis instances that lost their data, read before they did.
     pub lost_audits: Vec<Vec<String>>,
+    /// When this machine was too busy to run a thread on time (see [`Stalls`]).
+    pub stalls: Stalls,
+    /// What the nemesis did, and when (wall µs): printed next to a violation near it.
+    pub actions: Vec<(u64, String)>,
+}
+
+/// Windows in which a thread of the suite that sleeps 5 ms at a time woke more than 20 ms late:
+/// the machine was too busy to run anything on time (the replicas and Redis share its cores).
+/// Real-time bounds are extended by the stalls that overlap them; nothing else is excused.
+#[derive(Clone, Default)]
+pub struct Stalls(Arc<Mutex<Vec<Window>>>);
+
+impl Stalls {
+    fn start() -> Self {
+        let stalls = Self::default();
+        let windows = Arc::clone(&stalls.0);
+        std::thread::spawn(move || {
+            loop {
+                let before = now_us();
+                std::thread::sleep(Duration::from_millis(5));
+                let after = now_us();
+                if after - before > 25_000 {
+                    windows.lock().unwrap().push(Window {
+                        from_us: before + 5_000,
+                        to_us: after,
+                    });
+                }
+                if Arc::strong_count(&windows) == 1 {
+                    return;
+                }
+            }
+        });
+        stalls
+    }
+
+    /// How long the machine stalled between `from_us` and `to_us`.
+    pub fn within(&self, from_us: u64, to_us: u64) -> u64 {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|window| {
+                window
+                    .to_us
+                    .min(to_us)
+                    .saturating_sub(window.from_us.max(from_us))
+            })
+            .sum()
+    }
 }
 
 impl Cluster {
@@ -81,6 +130,8 @@ impl Cluster {
             redis_outages: Vec::new(),
             replica_pauses: Vec::new(),
             lost_audits: Vec::new(),
+            stalls: Stalls::start(),
+            actions: Vec::new(),
         };
         for _ in 0..replicas {
             cluster.spawn_replica();
@@ -88,9 +139,18 @@ impl Cluster {
         cluster
     }
 
-    /// Starts one more replica process and waits until it is connected; returns its index.
+    /// Starts one more replica process and waits until it is connected; returns its index. A
+    /// replica that could not connect (its typed error, when the machine is too busy to answer
+    /// within the timeouts) is replaced by another, twice at most.
     pub fn spawn_replica(&mut self) -> usize {
+        (0..3)
+            .find_map(|_| self.try_spawn_replica())
+            .expect("no replica could connect, three times")
+    }
+
+    fn try_spawn_replica(&mut self) -> Option<usize> {
         let index = self.replicas.len();
+        let from = self.log.lock().len();
         let mut child = Command::new(std::env::current_exe().expect("the suite's own binary"))
             .env("KEYRUNNER_REDIS_REPLICA", "1")
             .env("KEYRUNNER_REDIS_URL", self.server.url())
@@ -126,23 +186,29 @@ impl Cluster {
             alive: true,
             paused: false,
         });
-        let ready = self.wait_for(Duration::from_secs(20), "a replica to connect", |logged| {
-            logged.replica == index
-                && matches!(
-                    logged.value["ev"].as_str(),
-                    Some("ready" | "failed" | "exited")
-                )
-        });
-        assert_eq!(
-            ready.value["ev"], "ready",
-            "replica {index} did not connect: {}",
-            ready.value
+        let ready = self.wait_from(
+            from,
+            Duration::from_secs(20),
+            "a replica to connect",
+            |logged| {
+                logged.replica == index
+                    && matches!(
+                        logged.value["ev"].as_str(),
+                        Some("ready" | "failed" | "exited")
+                    )
+            },
         );
+        if ready.value["ev"] != "ready" {
+            eprintln!("a replica did not connect: {}", ready.value);
+            self.kill(index);
+            self.replicas.pop();
+            return None;
+        }
         self.replicas[index].id = ready.value["replica"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        index
+        Some(index)
     }
 
     /// Sends `command` to replica `index` (an `id` is added); returns the id.
@@ -179,22 +245,34 @@ impl Cluster {
         what: &str,
         predicate: impl Fn(&Logged) -> bool,
     ) -> Logged {
+        self.wait_from(0, within, what, predicate)
+    }
+
+    /// Like [`wait_for`](Self::wait_for), among the events logged from position `from` on.
+    fn wait_from(
+        &self,
+        from: usize,
+        within: Duration,
+        what: &str,
+        predicate: impl Fn(&Logged) -> bool,
+    ) -> Logged {
         let deadline = Instant::now() + within;
-        let mut events = self.log.events.lock().unwrap();
+        let mut events = self.log.lock();
         loop {
-            if let Some(found) = events.iter().find(|logged| predicate(logged)) {
+            if let Some(found) = events.iter().skip(from).find(|logged| predicate(logged)) {
                 return found.clone();
             }
             let now = Instant::now();
-            assert!(
-                now < deadline,
-                "timed out after {within:?} waiting for {what}"
-            );
+            if now >= deadline {
+                // Unlocked first, so the log stays usable for whoever looks after the failure.
+                drop(events);
+                panic!("timed out after {within:?} waiting for {what}");
+            }
             events = self
                 .log
                 .changed
                 .wait_timeout(events, deadline - now)
-                .unwrap()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
     }
@@ -271,17 +349,14 @@ impl Cluster {
     }
 
     /// `CLIENT KILL TYPE pubsub`: every replica's subscription connection is cut.
-    pub fn kill_subscribers(&self) {
+    pub fn kill_subscribers(&self) -> i64 {
         let mut conn = self.server.connection();
-        let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
+        redis::cmd("CLIENT")
             .arg("KILL")
             .arg("TYPE")
             .arg("pubsub")
-            .query(&mut conn);
-        assert!(
-            killed.is_ok_and(|killed| killed > 0),
-            "CLIENT KILL TYPE pubsub killed nothing"
-        );
+            .query(&mut conn)
+            .expect("CLIENT KILL")
     }
 
     /// The audit list as Redis holds it now.
@@ -324,6 +399,23 @@ impl Drop for Cluster {
                 let _ = replica.child.kill();
                 let _ = replica.child.wait();
             }
+        }
+    }
+}
+
+impl Cluster {
+    /// The nemesis actions between `from_us` and `to_us`, as text.
+    pub fn actions_between(&self, from_us: u64, to_us: u64) -> String {
+        let actions: Vec<String> = self
+            .actions
+            .iter()
+            .filter(|(at, _)| (from_us..=to_us).contains(at))
+            .map(|(at, action)| format!("{action} at {} ms", at / 1000))
+            .collect();
+        if actions.is_empty() {
+            "no nemesis action around".to_owned()
+        } else {
+            actions.join(", ")
         }
     }
 }

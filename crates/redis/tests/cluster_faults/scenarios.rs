@@ -249,11 +249,12 @@ pub fn stop_from_another_replica() -> String {
         );
         let aborted = event(&cluster, "aborted", &key, fence, TTL);
         assert_eq!(aborted.value["reason"], "stop");
+        let sent = stop["sent_us"].as_u64().unwrap();
+        let at = aborted.value["at_us"].as_u64().unwrap();
+        // Time the machine could not run anything (see `Stalls`) is not the repository's.
         latencies.push(
-            aborted.value["at_us"]
-                .as_u64()
-                .unwrap()
-                .saturating_sub(stop["sent_us"].as_u64().unwrap()),
+            at.saturating_sub(sent)
+                .saturating_sub(cluster.stalls.within(sent, at)),
         );
         let ended = event(&cluster, "ended", &key, fence, TTL);
         assert_eq!(
@@ -286,7 +287,11 @@ pub fn client_kill_of_the_subscriber_mid_stream() -> String {
     seen(&cluster, 1, "k", TTL, "the 30th item", |value| {
         value["progress"] == "30"
     });
-    cluster.kill_subscribers();
+    assert_eq!(
+        cluster.kill_subscribers(),
+        2,
+        "both replicas' subscriptions were cut"
+    );
     let killed_at = now_us();
     let ended = event(&cluster, "ended", "k", fence, TTL * 5);
     assert_eq!(ended.value["outcome"], "Completed");
@@ -300,7 +305,7 @@ pub fn client_kill_of_the_subscriber_mid_stream() -> String {
     );
     // The owner's control subscription came back too: a stop reaches it at once.
     let second = run_forever(&mut cluster, 0, "k2");
-    cluster.kill_subscribers();
+    assert_eq!(cluster.kill_subscribers(), 2);
     seen(
         &cluster,
         1,
@@ -353,7 +358,11 @@ pub fn kill_9_of_the_owner() -> String {
         .unwrap()
         .saturating_sub(last_write)
         / 1000;
-    let bound = 1000 + 250 + ROUND_TRIP_MS;
+    let stalled = cluster
+        .stalls
+        .within(last_write, lost.value["at_us"].as_u64().unwrap())
+        / 1000;
+    let bound = 1000 + 250 + ROUND_TRIP_MS + stalled;
     assert!(
         after <= bound,
         "Lost seen {after} ms after the last renewal (bound {bound} ms)"
@@ -403,7 +412,11 @@ pub fn sigstop_of_the_owner_past_its_lease() -> String {
         .saturating_sub(resumed)
         / 1000;
     assert!(
-        late <= ROUND_TRIP_MS,
+        late <= ROUND_TRIP_MS
+            + cluster
+                .stalls
+                .within(resumed, aborted.value["at_us"].as_u64().unwrap())
+                / 1000,
         "the zombie noticed {late} ms after SIGCONT"
     );
     let ended = event(&cluster, "ended", "k", first, TTL);
@@ -535,7 +548,13 @@ pub fn redis_restarted_empty() -> String {
         .saturating_sub(restarted)
         / 1000;
     assert!(
-        noticed <= 1000 / 3 + ROUND_TRIP_MS,
+        noticed
+            <= 1000 / 3
+                + ROUND_TRIP_MS
+                + cluster
+                    .stalls
+                    .within(restarted, ended.value["at_us"].as_u64().unwrap())
+                    / 1000,
         "the owner noticed the data loss after {noticed} ms"
     );
     let state = cluster.request(1, json!({"cmd": "state", "key": "k"}));
@@ -695,7 +714,8 @@ pub fn nemesis(seed: u64, duration: Duration) -> String {
                 }
             }
             82..=85 => {
-                cluster.kill_subscribers();
+                // Zero when every subscription is still reconnecting from the last cut.
+                let _ = cluster.kill_subscribers();
                 "CLIENT KILL the subscribers"
             }
             86..=87 => {
@@ -722,6 +742,9 @@ pub fn nemesis(seed: u64, duration: Duration) -> String {
             }
         };
         *faults.entry(op).or_default() += 1;
+        if op != "run" && op != "stop" && op != "nothing" {
+            cluster.actions.push((now_us(), op.to_owned()));
+        }
         std::thread::sleep(Duration::from_millis(5 + rng.below(40)));
     }
     for (_, replica, paused) in std::mem::take(&mut resume_at) {
