@@ -5,6 +5,7 @@
 //! end. Run `cargo xtask help` for the list.
 
 mod bench;
+mod browser;
 mod redis;
 mod tidy;
 
@@ -24,11 +25,13 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci            tidy, fmt, clippy, redis-server, test, faults, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
+  ci            tidy, fmt, clippy, test, faults, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
   tidy          repository conventions (crate headers, //! docs, dependency allow-list)
   fmt           cargo fmt --all --check
   clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
-  test          cargo test --workspace --all-features (unit, integration and doc tests)
+  test          cargo test --workspace --all-features (unit, integration and doc tests;
+                installs chromium for the browser test and redis-server for the
+                keyrunner-redis tests when missing, as root)
   doc           cargo doc --workspace --no-deps --all-features, warnings denied
   loom          the loom models in crates/*/tests/loom.rs, in target/loom
   proptest      the model-based property tests with 10,000 cases each, in release
@@ -111,11 +114,10 @@ fn main() -> ExitCode {
 fn ci() -> Result {
     // The property, stress and leak suites also run at their default sizes inside `test`; here
     // they run at full size, in release, which takes seconds once built.
-    let steps: [(&str, Step); 13] = [
+    let steps: [(&str, Step); 12] = [
         ("tidy", tidy),
         ("fmt", fmt),
         ("clippy", clippy),
-        ("redis-server", redis::ensure_server),
         ("test", test),
         ("faults", || redis::faults(false)),
         ("doc", doc),
@@ -176,6 +178,10 @@ fn clippy() -> Result {
 }
 
 fn test() -> Result {
+    // The web example's browser test drives a real browser: install it if missing.
+    browser::ensure_installed()?;
+    // The keyrunner-redis tests start private redis-servers: install it if missing.
+    redis::ensure_server()?;
     run(cargo().args(["test", "--workspace", "--all-features"]))
 }
 
