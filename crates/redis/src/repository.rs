@@ -308,7 +308,7 @@ where
         immediate: bool,
     ) -> Result<Subscription, Error>
     where
-        F: Fn(&Item<P, E>) + Send + Sync + 'static,
+        F: Fn(&Result<Transition<P, E>, Error>) + Send + Sync + 'static,
     {
         encode("a key", &key)?;
         if self.is_shut_down() {
@@ -1085,7 +1085,7 @@ impl<K, P, E> fmt::Debug for ClusterRepository<K, P, E> {
         f.debug_struct("ClusterRepository")
             .field("replica", &self.core.store.replica)
             .field("store", &self.core.store)
-            .field("local_runs", &self.core.runs.len())
+            .field("local_runs", &self.core.runs.try_len())
             .field("live_tasks", &self.core.live.get())
             .field("shut_down", &self.core.shut_down.load(Ordering::Relaxed))
             .finish_non_exhaustive()

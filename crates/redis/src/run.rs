@@ -192,6 +192,11 @@ impl<E> LocalRuns<E> {
     pub(crate) fn len(&self) -> usize {
         lock(&self.runs).len()
     }
+
+    /// How many, without waiting for the lock (for `Debug`).
+    pub(crate) fn try_len(&self) -> Option<usize> {
+        self.runs.try_lock().ok().map(|runs| runs.len())
+    }
 }
 
 /// Counts the drivers alive; `shutdown` waits for zero.
