@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use keyrunner_redis::testing::{self as server, RedisServer};
-use keyrunner_redis::{ClusterRepository, Reason, State, TaskContext};
+use keyrunner_redis::{ClusterRepository, Delta, Event, Reason, State, TaskContext};
 
 type Agents = ClusterRepository<String, String, String>;
 
 const TTL: Duration = Duration::from_secs(2);
 
-/// A reply streamed token by token, as an agent would.
-fn reply(cx: TaskContext<String>) -> impl futures::Stream<Item = String> + Send {
+/// A reply streamed token by token, as an agent would: each token a delta, folded into the reply
+/// so far.
+fn reply(cx: TaskContext<String>) -> impl futures::Stream<Item = Delta<String>> + Send {
     let fence = cx.run_id();
     let signal = cx.abort_signal().clone();
     let started = Instant::now();
@@ -35,12 +36,10 @@ fn reply(cx: TaskContext<String>) -> impl futures::Stream<Item = String> + Send 
             );
         })
         .detach();
-    futures::stream::iter(["Hello", "Hello,", "Hello, world", "Hello, world!"]).then(
-        |text| async move {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            text.to_owned()
-        },
-    )
+    futures::stream::iter(["Hello", ",", " world", "!"]).then(|token| async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Delta(token.to_owned())
+    })
 }
 
 async fn connect(server: &RedisServer) -> Agents {
@@ -52,10 +51,17 @@ async fn connect(server: &RedisServer) -> Agents {
         .expect("connect to the private redis-server")
 }
 
-fn show(state: &State<String, String>) -> String {
-    match state {
-        State::Running { run, progress } => format!("running {run}, progress {progress:?}"),
-        State::Idle { last, .. } => format!("idle, last outcome {last:?}"),
+fn show(event: &Event<String, String>) -> String {
+    match event {
+        Event::State {
+            state: State::Running { progress, .. },
+            ..
+        } => format!("running, reply so far {:?}", progress.as_deref()),
+        Event::State {
+            state: State::Idle { last, progress },
+            ..
+        } => format!("idle after {last:?}, reply {:?}", progress.as_deref()),
+        Event::Delta { delta, .. } => format!("delta {:?}", **delta),
     }
 }
 
@@ -106,11 +112,11 @@ async fn demo(server: &RedisServer) {
         .listen(
             key.clone(),
             move |item| match item {
-                Ok(transition) => println!(
-                    "      [C sees] +{:>4} ms  #{}  {}",
+                Ok(event) => println!(
+                    "      [C sees] +{:>4} ms  at {:<20} {}",
                     started.elapsed().as_millis(),
-                    transition.seq(),
-                    show(transition.state())
+                    event.position().to_string(),
+                    show(event)
                 ),
                 Err(error) => println!("      [C sees] error: {error}"),
             },
@@ -134,7 +140,7 @@ async fn demo(server: &RedisServer) {
         "  B's stop of {run} returned after {} µs",
         stopped.elapsed().as_micros()
     );
-    println!("  C reads: {}", show(&c.state(&key).await.expect("read")));
+    println!("  C reads: {}", show(&c.event(&key).await.expect("read")));
     println!("  A's handle: {:?}\n", handle.await);
 
     println!("A runs {key} again, then A dies (its runtime shuts down, nothing is released):");

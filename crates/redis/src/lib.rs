@@ -119,9 +119,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
-mod compat;
-mod context;
 mod error;
+mod item;
 mod layout;
 mod lua;
 mod observe;
@@ -129,24 +128,24 @@ mod repository;
 mod run;
 mod runtime;
 mod store;
-mod transition;
 mod watch;
+mod wire;
 
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
-pub use context::TaskContext;
 pub use error::{Error, ErrorKind, RunError, StopError};
-pub use observe::{STREAM_CAPACITY, StateStream, Subscription};
+pub use item::IntoProgress;
+pub use observe::{EventStream, STREAM_CAPACITY, Subscription};
 pub use repository::{
     Builder, ClusterRepository, DEFAULT_LEASE_TTL, DEFAULT_NAMESPACE, DEFAULT_RETENTION, IdleNode,
     RunningNode, Shutdown, StateNode,
 };
-pub use run::{RunHandle, lease_lost};
-pub use transition::Transition;
+pub use run::{Driver, RunHandle, lease_lost};
 
 #[doc(no_inline)]
 pub use keyrunner_task_runner_repository::{
-    AbortController, AbortSignal, BoxFuture, Conflict, Outcome, Reason, RunId, Spawn, State,
+    AbortController, AbortSignal, Accumulate, Conflict, Delta, Event, NoError, Outcome, Position,
+    Reason, RunId, State, TaskContext, progress,
 };

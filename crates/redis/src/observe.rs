@@ -1,4 +1,4 @@
-//! [`Subscription`] and [`StateStream`]: watching a key from any replica.
+//! [`Subscription`] and [`EventStream`]: watching a key from any replica.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;
-use keyrunner_task_runner_repository::State;
+use keyrunner_task_runner_repository::{Event, State};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::run::lock;
-use crate::transition::Transition;
+use crate::watch::{Delivery, Item};
 
-/// How many items a [`StateStream`] holds for a consumer that does not keep up; beyond, the
-/// oldest are dropped (consecutive progress of one run is merged first).
-pub const STREAM_CAPACITY: usize = 64;
+/// How many events an [`EventStream`] holds for a consumer that does not keep up; beyond, it
+/// drops them for one `State` event with the key's state (a resynchronisation) and goes on.
+pub const STREAM_CAPACITY: usize = 1024;
 
 /// A listener registered with
 /// [`ClusterRepository::listen`](crate::ClusterRepository::listen).
@@ -50,90 +50,98 @@ impl fmt::Debug for Subscription {
     }
 }
 
-/// A stream of one key's transitions, from every replica: its current state first, then every
-/// transition in order, each with its position ([`Transition::seq`]).
+/// A stream of one key's events, from every replica: a `State` event with its current state
+/// first, then every event in order, each at its [`Position`](crate::Position).
 ///
-/// A slow consumer never makes anyone wait. Consecutive progress items of one run that the
-/// consumer has not taken yet are merged into the latest one; beyond [`STREAM_CAPACITY`] items
-/// the oldest are dropped. Errors (a message or a stored state that could not be decoded, a
-/// watch that could not be established while Redis was unreachable) come as `Err` items, and the
-/// stream goes on.
+/// A slow consumer never makes anyone wait. Snapshot items it has not taken yet are merged into
+/// the latest one; every delta is kept, up to [`STREAM_CAPACITY`] events, beyond which the
+/// stream drops what it holds for one `State` event with the key's state (a resync) and goes
+/// on with the events after it. Errors (a message or a stored state that could not be decoded,
+/// a watch that could not be established while Redis was unreachable) come as `Err` items, and
+/// the stream goes on.
 ///
 /// The stream ends after this replica shut down (explicitly, or when its last handle was
 /// dropped), with a last [`ShutDown`](crate::ErrorKind::ShutDown) error item.
 #[must_use = "streams do nothing unless polled"]
-pub struct StateStream<P, E> {
+pub struct EventStream<P, E> {
     shared: Arc<Mutex<Queue<P, E>>>,
     // Keeps the listener (and so the key's watch) alive.
     _subscription: Subscription,
 }
 
 pub(crate) struct Queue<P, E> {
-    items: VecDeque<Result<Transition<P, E>, Error>>,
+    items: VecDeque<Item<P, E>>,
     waker: Option<Waker>,
+    /// Nothing delivered yet: the first delivery gives the key's current state.
+    fresh: bool,
     /// The replica shut down: the stream ends once the items queued are taken.
     ended: bool,
 }
 
-impl<P: Clone, E> Queue<P, E> {
+impl<P, E> Queue<P, E> {
     pub(crate) fn new() -> Arc<Mutex<Self>> {
         Arc::new(Mutex::new(Self {
             items: VecDeque::new(),
             waker: None,
+            fresh: true,
             ended: false,
         }))
     }
 
-    pub(crate) fn push(shared: &Mutex<Self>, item: &Result<Transition<P, E>, Error>) {
+    pub(crate) fn push(shared: &Mutex<Self>, delivery: &Delivery<P, E>) {
         let waker = {
             let mut queue = lock(shared);
             if queue.ended {
                 return;
             }
-            if let Err(error) = item
-                && error.kind() == crate::error::ErrorKind::ShutDown
+            if std::mem::take(&mut queue.fresh)
+                && let Some(current) = &delivery.current
             {
-                queue.ended = true;
-            }
-            if let (
-                Some(Ok(Transition {
-                    state:
-                        State::Running {
-                            progress: Some(queued),
-                            ..
-                        },
-                    fence: queued_fence,
-                    seq: queued_seq,
-                })),
-                Ok(Transition {
-                    state:
-                        State::Running {
-                            progress: Some(progress),
-                            ..
-                        },
-                    fence,
-                    seq,
-                }),
-            ) = (queue.items.back_mut(), item)
-                && queued_fence == fence
+                queue.items.push_back(Ok(current.clone()));
+            } else if queue.items.len() + delivery.items.len() > STREAM_CAPACITY
+                && let Some(current) = &delivery.current
             {
-                *queued = progress.clone();
-                *queued_seq = *seq;
-                return;
+                // Too far behind: start again from the key's state.
+                queue.items.clear();
+                queue.items.push_back(Ok(current.clone()));
+            } else {
+                for item in &delivery.items {
+                    queue.add(item);
+                }
             }
-            if queue.items.len() == STREAM_CAPACITY {
-                queue.items.pop_front();
-            }
-            queue.items.push_back(item.clone());
             queue.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
         }
     }
+
+    fn add(&mut self, item: &Item<P, E>) {
+        match item {
+            Err(error) if error.kind() == ErrorKind::ShutDown => self.ended = true,
+            // A snapshot of the run whose snapshot waits at the back replaces it: latest value.
+            Ok(Event::State {
+                position,
+                state: state @ State::Running { .. },
+            }) => {
+                if let Some(Ok(Event::State {
+                    position: queued_position,
+                    state: queued @ State::Running { .. },
+                })) = self.items.back_mut()
+                    && queued_position.run_id() == position.run_id()
+                {
+                    *queued_position = *position;
+                    *queued = state.clone();
+                    return;
+                }
+            }
+            _ => {}
+        }
+        self.items.push_back(item.clone());
+    }
 }
 
-impl<P, E> StateStream<P, E> {
+impl<P, E> EventStream<P, E> {
     pub(crate) fn new(shared: Arc<Mutex<Queue<P, E>>>, subscription: Subscription) -> Self {
         Self {
             shared,
@@ -142,8 +150,8 @@ impl<P, E> StateStream<P, E> {
     }
 }
 
-impl<P, E> Stream for StateStream<P, E> {
-    type Item = Result<Transition<P, E>, Error>;
+impl<P, E> Stream for EventStream<P, E> {
+    type Item = Result<Event<P, E>, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut queue = lock(&self.shared);
@@ -158,9 +166,9 @@ impl<P, E> Stream for StateStream<P, E> {
     }
 }
 
-impl<P, E> fmt::Debug for StateStream<P, E> {
+impl<P, E> fmt::Debug for EventStream<P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("StateStream");
+        let mut debug = f.debug_struct("EventStream");
         match self.shared.try_lock() {
             Ok(queue) => debug.field("queued", &queue.items.len()),
             Err(_) => debug.field("queued", &format_args!("<locked>")),

@@ -15,7 +15,7 @@ use event_listener::EventListener;
 use futures_core::Stream;
 use keyrunner_resource_registry::Registry;
 use keyrunner_task_runner_repository::{
-    BoxFuture, Conflict, IntoProgress, Outcome, Reason, RunId, Spawn, State,
+    Conflict, Event, NoError, Outcome, Reason, RunId, State, TaskContext,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion};
@@ -23,19 +23,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{decode, encode};
-use crate::compat::run_id;
-use crate::context::TaskContext;
 use crate::error::{Error, ErrorKind, RunError, StopError};
+use crate::item::IntoProgress;
 use crate::layout::Layout;
-use crate::observe::{Queue as StreamQueue, StateStream, Subscription};
+use crate::observe::{EventStream, Queue as StreamQueue, Subscription};
 use crate::run::{
-    Driver, Ending, Live, LocalRuns, OnEpoch, RunHandle, RunShared, Slot, encode_outcome,
+    Driver, Ending, Live, LocalRuns, OnEpoch, Owner, RunHandle, RunShared, Slot, encode_outcome,
     lease_lost,
 };
 use crate::runtime::Rt;
 use crate::store::{Acquired, Answer, Stopped, Store, Timing};
-use crate::transition::{Transition, decode_stored};
-use crate::watch::{Dispatcher, Item, Msg, Queue, Router, Subscriptions, Watch};
+use crate::watch::{Delivery, Dispatcher, Msg, Queue, Router, Subscriptions, Watch};
+use crate::wire::decode_stored;
 
 /// The default lease TTL: an owner that stops renewing loses its keys within
 /// TTL + TTL/4 (+ one round trip).
@@ -85,7 +84,11 @@ const LATE_ACQUIRE_TTLS: u32 = 10;
 /// let _watching = watcher
 ///     .listen(
 ///         "job".to_owned(),
-///         move |item| sink.lock().unwrap().push(item.clone().unwrap().into_state()),
+///         move |item| {
+///             if let Some(state) = item.clone().unwrap().into_state() {
+///                 sink.lock().unwrap().push(state);
+///             }
+///         },
 ///         true,
 ///     )
 ///     .await?;
@@ -94,12 +97,14 @@ const LATE_ACQUIRE_TTLS: u32 = 10;
 /// assert_eq!(handle.await, Outcome::Completed);
 /// # for _ in 0..5000 { if seen.lock().unwrap().len() >= 5 { break } tokio::time::sleep(std::time::Duration::from_millis(1)).await; }
 /// let states = seen.lock().unwrap().clone();
-/// assert_eq!(states.first(), Some(&State::Idle { last: None }));
-/// assert_eq!(states.last(), Some(&State::Idle { last: Some(Outcome::Completed) }));
+/// assert_eq!(states.first(), Some(&State::Idle { last: None, progress: None }));
+/// let last = states.last().unwrap();
+/// assert_eq!(last.last_outcome(), Some(&Outcome::Completed));
+/// assert_eq!(last.progress(), Some(&2));
 /// # Ok::<(), keyrunner_redis::Error>(())
 /// # }).unwrap();
 /// ```
-pub struct ClusterRepository<K, P, E> {
+pub struct ClusterRepository<K, P, E = NoError> {
     core: Arc<Core<K, P, E>>,
 }
 
@@ -110,20 +115,20 @@ struct Core<K, P, E> {
     subscriptions: Arc<Subscriptions>,
     watches: Registry<K, Arc<Watch<P, E>>>,
     live: Arc<Live>,
-    spawner: Box<dyn Spawn>,
+    spawner: Box<dyn Fn(Driver) + Send + Sync>,
     shut_down: AtomicBool,
     on_epoch: OnEpoch,
 }
 
 /// Configures and connects a [`ClusterRepository`].
 #[must_use = "a builder does nothing until `connect` is awaited"]
-pub struct Builder<K, P, E> {
+pub struct Builder<K, P, E = NoError> {
     url: Result<redis::ConnectionInfo, Error>,
     namespace: String,
     ttl: Duration,
     retention: Duration,
     timeout: Option<Duration>,
-    spawner: Option<Box<dyn Spawn>>,
+    spawner: Option<Box<dyn Fn(Driver) + Send + Sync>>,
     types: Types<K, P, E>,
 }
 
@@ -165,13 +170,19 @@ where
     /// `key`'s state as Redis stores it now (a key never run, or forgotten after the retention,
     /// is idle with no last outcome).
     pub async fn state(&self, key: &K) -> Result<State<P, E>, Error> {
-        self.transition(key).await.map(Transition::into_state)
+        let member = encode("a key", key)?;
+        Ok(self.core.read(&member).await?.state)
     }
 
-    /// `key`'s state as Redis stores it now, with its position (fence and sequence).
-    pub async fn transition(&self, key: &K) -> Result<Transition<P, E>, Error> {
+    /// `key`'s state as Redis stores it now, as an [`Event::State`] with its position (the run
+    /// and the sequence within it): what a stream of the key would start with.
+    pub async fn event(&self, key: &K) -> Result<Event<P, E>, Error> {
         let member = encode("a key", key)?;
-        self.core.read(&member).await
+        let snapshot = self.core.read(&member).await?;
+        Ok(Event::State {
+            position: snapshot.position,
+            state: snapshot.state,
+        })
     }
 
     /// `key`'s state now, as a node that can act: run if idle, stop if running.
@@ -179,14 +190,14 @@ where
         let member = encode("a key", &key)?;
         let stored = self.core.store.read(&member).await?;
         self.core.check_epoch(&stored.epoch);
-        let transition: Transition<P, E> =
-            decode_stored(&stored, &self.core.store.layout.hash(&member))?;
-        Ok(match transition.state {
+        let snapshot = decode_stored::<P, E>(&stored, &self.core.store.layout.hash(&member))?;
+        let fence = snapshot.position.run_id().map_or(0, RunId::get);
+        Ok(match snapshot.state {
             State::Running { .. } => StateNode::Running(RunningNode {
                 core: Arc::clone(&self.core),
                 key,
                 member,
-                fence: transition.fence.unwrap_or_default(),
+                fence,
                 owner: stored.o,
             }),
             State::Idle { last, .. } => StateNode::Idle(IdleNode {
@@ -240,7 +251,7 @@ where
                     Conflict::Reject => {
                         return Err(RunError::Busy {
                             task: back,
-                            running: run_id(fence),
+                            running: RunId::new(fence),
                         });
                     }
                     Conflict::UseExisting => {
@@ -277,7 +288,7 @@ where
         self.core
             .stop(&member, None, reason.into())
             .await
-            .map(run_id)
+            .map(RunId::new)
     }
 
     /// The keys running a task now, cluster-wide (live leases).
@@ -290,17 +301,18 @@ where
             .collect()
     }
 
-    /// Calls `listener` with every transition of `key` from now on, from every replica, in
-    /// order; with `immediate`, first with its current state. Resolves once this replica's
-    /// watch of the key has started (subscribed, then read the stored state).
+    /// Calls `listener` with every event of `key` from now on, from every replica, in order;
+    /// with `immediate`, first with a `State` event holding its current state (accumulated
+    /// progress). Resolves once this replica's watch of the key has started (subscribed, then
+    /// read the stored state).
     ///
     /// The listener runs on this replica's dispatcher task: keep it short (a slow listener
     /// delays the other keys' listeners on this replica, never the owner of a run). After a
-    /// disconnection it may skip intermediate progress, never the latest state; unlike the
-    /// in-process `listen`, which sees every transition. Errors (a transition that could not be
-    /// decoded) arrive as `Err` items, and the listener goes on. A listener that panics does not
-    /// stop the others; its panic is caught and dropped, as no call of yours made the transition
-    /// it was given.
+    /// disconnection it resynchronises with a `State` event from the stored state: it may skip
+    /// intermediate events, never the latest state; unlike the in-process `listen`, which sees
+    /// every event. Errors (a message that could not be decoded) arrive as `Err` items, and the
+    /// listener goes on. A listener that panics does not stop the others; its panic is caught
+    /// and dropped, as no call of yours made the event it was given.
     pub async fn listen<F>(
         &self,
         key: K,
@@ -308,7 +320,7 @@ where
         immediate: bool,
     ) -> Result<Subscription, Error>
     where
-        F: Fn(&Result<Transition<P, E>, Error>) + Send + Sync + 'static,
+        F: Fn(&Result<Event<P, E>, Error>) + Send + Sync + 'static,
     {
         encode("a key", &key)?;
         if self.is_shut_down() {
@@ -318,21 +330,36 @@ where
         // A subscription and a read, each bounded by the call timeout.
         let store = &self.core.store;
         store.rt.timeout(store.timeout * 2, watch.ready()).await??;
-        let listener = watch.subject.listen(listener, immediate);
+        let first = AtomicBool::new(immediate);
+        let listener = watch.subject.listen(
+            move |delivery: &Delivery<P, E>| {
+                // An immediate listener's first call is the replay of the last delivery: it
+                // starts from the key's state after it.
+                if first.swap(false, Ordering::Relaxed)
+                    && let Some(current) = &delivery.current
+                {
+                    return listener(&Ok(current.clone()));
+                }
+                for item in &delivery.items {
+                    listener(item);
+                }
+            },
+            immediate,
+        );
         Ok(Subscription::new(listener, Box::new(watch)))
     }
 
-    /// A stream of `key`'s transitions from every replica: its current state first, then every
-    /// transition in order (see [`StateStream`]).
-    pub fn stream(&self, key: K) -> StateStream<P, E> {
+    /// A stream of `key`'s events from every replica: a `State` event with its current state
+    /// first, then every event in order (see [`EventStream`]).
+    pub fn stream(&self, key: K) -> EventStream<P, E> {
         let queue = StreamQueue::new();
         let sink = Arc::clone(&queue);
         let watch = self.core.watches.allocate(key);
         let listener = watch.subject.listen(
-            move |item: &Item<P, E>| StreamQueue::push(&sink, item),
+            move |delivery: &Delivery<P, E>| StreamQueue::push(&sink, delivery),
             true,
         );
-        StateStream::new(queue, Subscription::new(listener, Box::new(watch)))
+        EventStream::new(queue, Subscription::new(listener, Box::new(watch)))
     }
 
     /// Stops every run of this replica with `reason` (each stop written to Redis) and refuses
@@ -379,7 +406,7 @@ where
     P: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     E: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    async fn read(&self, member: &str) -> Result<Transition<P, E>, Error> {
+    async fn read(&self, member: &str) -> Result<crate::wire::Snapshot<P, E>, Error> {
         let stored = self.store.read(member).await?;
         self.check_epoch(&stored.epoch);
         decode_stored(&stored, &self.store.layout.hash(member))
@@ -427,7 +454,7 @@ where
                         // Shutdown began while Redis answered: the driver writes the stop.
                         run.end(Ending::Requested(None), None);
                     }
-                    let driver = Driver::new(
+                    let owner = Owner::new(
                         Arc::clone(&run),
                         Arc::clone(&self.store),
                         Arc::clone(&self.runs),
@@ -438,9 +465,11 @@ where
                         seq,
                         sent,
                     );
-                    self.spawner.spawn(Box::pin(driver));
+                    (self.spawner)(Driver::new(owner));
                     if run.was_refused() {
-                        return Err(RunError::Spawn { run: run_id(fence) });
+                        return Err(RunError::Spawn {
+                            run: RunId::new(fence),
+                        });
                     }
                     return Ok(Attempt::Started(RunHandle::local(&run)));
                 }
@@ -517,11 +546,13 @@ where
                     Ok(stopped)
                 }
                 Answer::Done(Stopped::Idle { .. }) => match fence {
-                    Some(fence) => Err(StopError::Ended { run: run_id(fence) }),
+                    Some(fence) => Err(StopError::Ended {
+                        run: RunId::new(fence),
+                    }),
                     None => Err(StopError::Idle),
                 },
                 Answer::Done(Stopped::Stale) => Err(StopError::Ended {
-                    run: run_id(fence.unwrap_or_default()),
+                    run: RunId::new(fence.unwrap_or_default()),
                 }),
                 Answer::Epoch(seen) if !adopted => {
                     adopted = true;
@@ -551,29 +582,32 @@ where
         let slot = Slot::new();
         let sink = Arc::clone(&slot);
         let listener = watch.subject.listen(
-            move |item: &Item<P, E>| {
-                let transition = match item {
-                    Ok(transition) => transition,
-                    // This replica stopped watching: the run's end will not be heard here.
-                    Err(error) if error.kind() == ErrorKind::ShutDown => {
-                        sink.set(Outcome::Lost);
-                        return;
+            move |delivery: &Delivery<P, E>| {
+                for item in &delivery.items {
+                    let (position, state) = match item {
+                        Ok(Event::State { position, state }) => (position, state),
+                        Ok(Event::Delta { .. }) => continue,
+                        // This replica stopped watching: the run's end will not be heard here.
+                        Err(error) if error.kind() == ErrorKind::ShutDown => {
+                            sink.set(Outcome::Lost);
+                            return;
+                        }
+                        Err(_) => continue,
+                    };
+                    match (position.run_id().map(RunId::get), state) {
+                        (Some(seen), State::Idle { last, .. }) if seen == fence => {
+                            sink.set(last.clone().unwrap_or(Outcome::Lost));
+                        }
+                        // A later run, or no history at all (Redis lost its data): this run's
+                        // end was not observed here.
+                        (Some(seen), _) if seen > fence => {
+                            sink.set(Outcome::Lost);
+                        }
+                        (None, _) => {
+                            sink.set(Outcome::Lost);
+                        }
+                        _ => {}
                     }
-                    Err(_) => return,
-                };
-                match (transition.fence, &transition.state) {
-                    (Some(seen), State::Idle { last, .. }) if seen == fence => {
-                        sink.set(last.clone().unwrap_or(Outcome::Lost));
-                    }
-                    // A later run, or no history at all (Redis lost its data): this run's end
-                    // was not observed here.
-                    (Some(seen), _) if seen > fence => {
-                        sink.set(Outcome::Lost);
-                    }
-                    (None, _) => {
-                        sink.set(Outcome::Lost);
-                    }
-                    _ => {}
                 }
             },
             true,
@@ -664,9 +698,25 @@ where
         self
     }
 
-    /// Drives runs with `spawner` (default: the runtime's own spawn, on the runtime current
-    /// when [`connect`](Self::connect) is called).
-    pub fn spawner(mut self, spawner: impl Spawn) -> Self {
+    /// Drives runs with `spawner`, which runs each [`Driver`] to completion in the background
+    /// (default: the runtime's own spawn, on the runtime current when
+    /// [`connect`](Self::connect) is called).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), keyrunner_redis::Error> {
+    /// use keyrunner_redis::ClusterRepository;
+    ///
+    /// let handle = tokio::runtime::Handle::current();
+    /// let agents: ClusterRepository<String, String> =
+    ///     ClusterRepository::builder("redis://127.0.0.1/")
+    ///         .spawner(move |driver| drop(handle.spawn(driver)))
+    ///         .connect()
+    ///         .await?;
+    /// # drop(agents);
+    /// # Ok(()) }
+    /// # let _ = demo;
+    /// ```
+    pub fn spawner(mut self, spawner: impl Fn(Driver) + Send + Sync + 'static) -> Self {
         self.spawner = Some(Box::new(spawner));
         self
     }
@@ -799,7 +849,7 @@ where
         };
         let spawner = self.spawner.unwrap_or_else(|| {
             let rt = rt.clone();
-            Box::new(move |future: BoxFuture| rt.spawn(future))
+            Box::new(move |driver: Driver| rt.spawn(Box::pin(driver)))
         });
         Ok(ClusterRepository {
             core: Arc::new(Core {
@@ -882,7 +932,7 @@ pub(crate) fn random_id() -> String {
 /// }
 /// # }
 /// ```
-pub enum StateNode<K, P, E> {
+pub enum StateNode<K, P, E = NoError> {
     /// The key was idle.
     Idle(IdleNode<K, P, E>),
     /// The key was running.
@@ -902,7 +952,7 @@ pub enum StateNode<K, P, E> {
 /// }
 /// # }
 /// ```
-pub struct IdleNode<K, P, E> {
+pub struct IdleNode<K, P, E = NoError> {
     core: Arc<Core<K, P, E>>,
     key: K,
     member: String,
@@ -920,7 +970,7 @@ pub struct IdleNode<K, P, E> {
 /// }
 /// # }
 /// ```
-pub struct RunningNode<K, P, E> {
+pub struct RunningNode<K, P, E = NoError> {
     core: Arc<Core<K, P, E>>,
     key: K,
     member: String,
@@ -947,7 +997,7 @@ where
             Attempt::Started(handle) => Ok(handle),
             Attempt::Busy { task, fence } => Err(RunError::Busy {
                 task,
-                running: run_id(fence),
+                running: RunId::new(fence),
             }),
         }
     }
@@ -1003,7 +1053,7 @@ impl<K, P, E> RunningNode<K, P, E> {
     /// The run this node saw (its fence).
     #[must_use]
     pub fn run_id(&self) -> RunId {
-        run_id(self.fence)
+        RunId::new(self.fence)
     }
 
     /// The id of the replica that drives the run.
@@ -1125,7 +1175,7 @@ impl<K: fmt::Debug, P, E> fmt::Debug for RunningNode<K, P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunningNode")
             .field("key", &self.key)
-            .field("run", &run_id(self.fence))
+            .field("run", &RunId::new(self.fence))
             .field("owner", &self.owner)
             .finish_non_exhaustive()
     }

@@ -1,4 +1,4 @@
-//! A run owned by this replica: its [`Driver`] (the task's stream, the owner's writes, the
+//! A run owned by this replica: its [`Owner`] (the task's stream, the owner's writes, the
 //! lease) and the [`RunHandle`] that resolves to its outcome.
 //!
 //! The driver keeps at most one write in flight. Items the stream yields while a write is in
@@ -24,17 +24,17 @@ use std::time::{Duration, Instant};
 use event_listener::{Event, EventListener};
 use futures_core::Stream;
 use keyrunner_task_runner_repository::{
-    AbortController, AbortSignal, Aborted, IntoProgress, Outcome, Reason, RunId,
+    AbortController, AbortSignal, Outcome, Reason, RunId, TaskContext, WaitForAbort,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{decode, encode};
-use crate::compat::run_id;
-use crate::context::TaskContext;
 use crate::error::{Error, ErrorKind};
+use crate::item::sealed::Sealed as _;
+use crate::item::{IntoProgress, Update};
 use crate::runtime::Sleep;
-use crate::store::{Answer, Stopped, Store, Written};
+use crate::store::{Answer, Batch, Stopped, Store, Written};
 
 /// Items queued beyond this stop the driver from polling the stream until the write in flight
 /// returns (backpressure instead of unbounded memory).
@@ -245,7 +245,7 @@ pub struct RunHandle<E> {
 impl<E> RunHandle<E> {
     pub(crate) fn local(run: &RunShared<E>) -> Self {
         Self {
-            run: run_id(run.fence),
+            run: RunId::new(run.fence),
             slot: Arc::clone(&run.slot),
             signal: Some(run.abort.signal()),
             listener: None,
@@ -255,7 +255,7 @@ impl<E> RunHandle<E> {
 
     pub(crate) fn remote(fence: u64, slot: Arc<Slot<E>>, keep: Arc<dyn Any + Send + Sync>) -> Self {
         Self {
-            run: run_id(fence),
+            run: RunId::new(fence),
             slot,
             signal: None,
             listener: None,
@@ -344,13 +344,47 @@ impl<E: fmt::Debug> fmt::Debug for RunHandle<E> {
     }
 }
 
+/// The future that drives one run of this replica: it polls the task's stream, writes its items
+/// and its end to Redis, and keeps its lease.
+///
+/// A spawner given to [`Builder::spawner`](crate::Builder::spawner) runs it to completion in
+/// the background (`tokio::spawn(driver)`, `executor.spawn(driver).detach()`). Dropping it without
+/// polling it refuses the run: the key is released as `Lost` and `run` returns
+/// [`RunError::Spawn`](crate::RunError::Spawn).
+#[must_use = "a driver does nothing unless polled; dropping it refuses its run"]
+pub struct Driver {
+    future: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+}
+
+impl Driver {
+    pub(crate) fn new(future: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            future: Box::pin(future),
+        }
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
 /// The write a driver has in flight (or must retry).
 #[derive(Clone)]
 enum Write {
     Renew,
-    Progress(Arc<Vec<String>>),
+    Progress(Arc<Batch>),
     Finish {
-        items: Arc<Vec<String>>,
+        batch: Arc<Batch>,
         outcome: Arc<str>,
     },
     Stop(Option<Reason>),
@@ -370,8 +404,8 @@ struct InFlight {
 /// Called with the epoch Redis reported when a write was refused for its epoch.
 pub(crate) type OnEpoch = Arc<dyn Fn(String) + Send + Sync>;
 
-/// Drives one local run: the task's stream, the owner's writes, the lease.
-pub(crate) struct Driver<K, P, E, F, St, M> {
+/// The owner of one local run: the task's stream, the owner's writes, the lease.
+pub(crate) struct Owner<K, P, E, F, St, M> {
     run: Arc<RunShared<E>>,
     store: Arc<Store>,
     runs: Arc<LocalRuns<E>>,
@@ -379,9 +413,14 @@ pub(crate) struct Driver<K, P, E, F, St, M> {
     on_epoch: OnEpoch,
     start: Option<(F, K)>,
     stream: Option<Pin<Box<St>>>,
-    aborted: Aborted,
+    aborted: WaitForAbort,
     /// Encoded items no write carries yet.
     queue: Vec<String>,
+    /// The task yields deltas: `accumulated` is every delta so far, folded.
+    deltas: bool,
+    accumulated: Option<P>,
+    /// The last snapshot, encoded (what the key's progress becomes).
+    last_snapshot: String,
     call: Option<InFlight>,
     /// A write that failed (Redis unreachable or slow) and is sent again at `next_write`.
     retry: Option<Write>,
@@ -401,9 +440,9 @@ pub(crate) struct Driver<K, P, E, F, St, M> {
 
 // The driver never pins its fields: the stream and the writes are boxed, and the task function is
 // only ever moved out. So pinning the driver promises nothing about them.
-impl<K, P, E, F, St, M> Unpin for Driver<K, P, E, F, St, M> {}
+impl<K, P, E, F, St, M> Unpin for Owner<K, P, E, F, St, M> {}
 
-impl<K, P, E, F, St, M> Driver<K, P, E, F, St, M>
+impl<K, P, E, F, St, M> Owner<K, P, E, F, St, M>
 where
     K: Send + 'static,
     P: Serialize + Send + 'static,
@@ -440,6 +479,9 @@ where
             stream: None,
             aborted,
             queue: Vec::new(),
+            deltas: false,
+            accumulated: None,
+            last_snapshot: String::new(),
             call: None,
             retry: None,
             seq,
@@ -454,7 +496,7 @@ where
 
     /// Calls the task function (a panic ends the run as `Panicked`).
     fn begin(&mut self, task: F, key: K) {
-        let cx = TaskContext::new(key, run_id(self.run.fence), self.run.abort.signal());
+        let cx = TaskContext::new(key, RunId::new(self.run.fence), self.run.abort.signal());
         match panic::catch_unwind(AssertUnwindSafe(|| task(cx))) {
             Ok(stream) => self.stream = Some(Box::pin(stream)),
             Err(payload) => self.ended = Some(panicked(payload.as_ref())),
@@ -487,22 +529,22 @@ where
             Write::Renew => Box::pin(async move {
                 Reply::Written(store.renew(&run.member, &run.epoch, run.fence).await)
             }),
-            Write::Progress(items) => {
-                let items = Arc::clone(items);
+            Write::Progress(batch) => {
+                let batch = Arc::clone(batch);
                 Box::pin(async move {
                     Reply::Written(
                         store
-                            .progress(&run.member, &run.epoch, run.fence, seq, &items)
+                            .progress(&run.member, &run.epoch, run.fence, seq, &batch)
                             .await,
                     )
                 })
             }
-            Write::Finish { items, outcome } => {
-                let (items, outcome) = (Arc::clone(items), Arc::clone(outcome));
+            Write::Finish { batch, outcome } => {
+                let (batch, outcome) = (Arc::clone(batch), Arc::clone(outcome));
                 Box::pin(async move {
                     Reply::Written(
                         store
-                            .finish(&run.member, &run.epoch, run.fence, &outcome, seq, &items)
+                            .finish(&run.member, &run.epoch, run.fence, &outcome, seq, &batch)
                             .await,
                     )
                 })
@@ -621,22 +663,58 @@ where
             *budget -= 1;
             match panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx))) {
                 Ok(Poll::Pending) => break,
-                Ok(Poll::Ready(Some(item))) => match item.into_progress() {
-                    Ok(progress) => match encode("progress", &progress) {
-                        Ok(text) => self.queue.push(text),
-                        Err(error) => self.end_stream(Outcome::Panicked {
-                            message: Some(
-                                format!("keyrunner-redis: progress could not be encoded: {error}")
-                                    .into(),
-                            ),
-                        }),
-                    },
-                    Err(error) => self.end_stream(Outcome::Failed(Arc::new(error))),
+                Ok(Poll::Ready(Some(item))) => match item.into_update() {
+                    Ok(update) => self.take(update),
+                    Err(error) => self.end_stream(Outcome::Failed {
+                        error: Arc::new(error),
+                    }),
                 },
                 Ok(Poll::Ready(None)) => self.end_stream(Outcome::Completed),
                 Err(payload) => self.end_stream(panicked(payload.as_ref())),
             }
         }
+    }
+
+    /// Queues one item, encoded; a delta is also folded into the accumulated progress.
+    fn take(&mut self, update: Update<P>) {
+        let encoded = match &update {
+            Update::Snapshot(item) | Update::Delta(item, _) => encode("progress", item),
+        };
+        let text = match encoded {
+            Ok(text) => text,
+            Err(error) => {
+                return self.end_stream(Outcome::Panicked {
+                    message: Some(
+                        format!("keyrunner-redis: progress could not be encoded: {error}").into(),
+                    ),
+                });
+            }
+        };
+        match update {
+            Update::Snapshot(_) => self.last_snapshot.clone_from(&text),
+            Update::Delta(delta, fold) => {
+                self.deltas = true;
+                match &mut self.accumulated {
+                    Some(accumulated) => fold(accumulated, &delta),
+                    None => self.accumulated = Some(delta),
+                }
+            }
+        }
+        self.queue.push(text);
+    }
+
+    /// The queued items as one batch, with what the key's progress becomes.
+    fn batch(&mut self) -> Result<Batch, Error> {
+        let stored = if self.deltas {
+            encode("progress", &self.accumulated)?
+        } else {
+            self.last_snapshot.clone()
+        };
+        Ok(Batch {
+            deltas: self.deltas,
+            items: std::mem::take(&mut self.queue),
+            stored,
+        })
     }
 
     fn end_stream(&mut self, outcome: Outcome<E>) {
@@ -645,7 +723,7 @@ where
     }
 }
 
-impl<K, P, E, F, St, M> Future for Driver<K, P, E, F, St, M>
+impl<K, P, E, F, St, M> Future for Owner<K, P, E, F, St, M>
 where
     K: Send + 'static,
     P: Serialize + Send + 'static,
@@ -708,13 +786,31 @@ where
                         return Poll::Pending;
                     }
                     Some(write)
-                } else if let Some(outcome) = &this.ended {
-                    Some(Write::Finish {
-                        items: Arc::new(std::mem::take(&mut this.queue)),
-                        outcome: encode_outcome(outcome).into(),
-                    })
-                } else if !this.queue.is_empty() {
-                    Some(Write::Progress(Arc::new(std::mem::take(&mut this.queue))))
+                } else if this.ended.is_some() || !this.queue.is_empty() {
+                    match this.batch() {
+                        Ok(batch) => match &this.ended {
+                            Some(outcome) => Some(Write::Finish {
+                                batch: Arc::new(batch),
+                                outcome: encode_outcome(outcome).into(),
+                            }),
+                            None => Some(Write::Progress(Arc::new(batch))),
+                        },
+                        Err(error) => {
+                            // The accumulated progress has no wire form: the run ends saying so.
+                            this.queue.clear();
+                            this.deltas = false;
+                            this.accumulated = None;
+                            this.end_stream(Outcome::Panicked {
+                                message: Some(
+                                    format!(
+                                        "keyrunner-redis: progress could not be encoded: {error}"
+                                    )
+                                    .into(),
+                                ),
+                            });
+                            continue;
+                        }
+                    }
                 } else if this.next_write.poll_elapsed(cx).is_ready() {
                     Some(Write::Renew)
                 } else {
@@ -732,7 +828,7 @@ where
     }
 }
 
-impl<K, P, E, F, St, M> Drop for Driver<K, P, E, F, St, M> {
+impl<K, P, E, F, St, M> Drop for Owner<K, P, E, F, St, M> {
     fn drop(&mut self) {
         if self.finished {
             return;

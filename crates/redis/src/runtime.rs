@@ -11,8 +11,6 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use keyrunner_task_runner_repository::BoxFuture;
-
 use crate::error::Error;
 
 /// The runtime the repository was connected on.
@@ -45,7 +43,7 @@ impl Rt {
     }
 
     /// Runs `future` in the background on this runtime.
-    pub(crate) fn spawn(&self, future: BoxFuture) {
+    pub(crate) fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send + 'static>>) {
         match self {
             #[cfg(feature = "tokio")]
             Self::Tokio(handle) => drop(handle.spawn(future)),

@@ -31,6 +31,7 @@ pub(crate) struct Stored {
     pub(crate) s: String,
     pub(crate) f: String,
     pub(crate) q: String,
+    pub(crate) a: String,
     pub(crate) p: String,
     pub(crate) x: String,
     pub(crate) o: String,
@@ -70,6 +71,22 @@ pub(crate) enum Stopped {
     },
     /// Another run holds the key.
     Stale,
+}
+
+/// Items of a run on their way to Redis, encoded.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Deltas (folded into the progress) rather than snapshots (each replacing it).
+    pub(crate) deltas: bool,
+    pub(crate) items: Vec<String>,
+    /// What the key's `p` field becomes: the last snapshot, or every delta accumulated.
+    pub(crate) stored: String,
+}
+
+impl Batch {
+    fn mode(&self) -> &'static str {
+        if self.deltas { "d" } else { "p" }
+    }
 }
 
 /// The durations a store works with.
@@ -236,7 +253,7 @@ impl Store {
         call.key(&self.layout.epoch).key(self.layout.hash(member));
         let reply: Vec<String> = self.eval_read(&call).await?;
         let at = self.layout.hash(member);
-        let [epoch, s, f, q, p, x, o]: [String; 7] = reply
+        let [epoch, s, f, q, a, p, x, o]: [String; 8] = reply
             .try_into()
             .map_err(|_| Error::corrupt(&at, "the read script answered with another shape"))?;
         Ok(Stored {
@@ -244,6 +261,7 @@ impl Store {
             s,
             f,
             q,
+            a,
             p,
             x,
             o,
@@ -307,10 +325,15 @@ impl Store {
         epoch: &str,
         fence: u64,
         seq: u64,
-        items: &[String],
+        batch: &Batch,
     ) -> Result<Answer<Written>, Error> {
         let mut call = self.key_call(&SCRIPTS.progress, member, epoch);
-        call.arg(fence).arg(self.ttl_ms()).arg(seq).arg(items);
+        call.arg(fence)
+            .arg(self.ttl_ms())
+            .arg(seq)
+            .arg(batch.mode())
+            .arg(&batch.stored)
+            .arg(&batch.items);
         let reply: Vec<String> = self.eval(&call).await?;
         written(reply, &self.layout.hash(member), fence, true)
     }
@@ -322,10 +345,15 @@ impl Store {
         fence: u64,
         outcome: &str,
         seq: u64,
-        items: &[String],
+        batch: &Batch,
     ) -> Result<Answer<Written>, Error> {
         let mut call = self.key_call(&SCRIPTS.finish, member, epoch);
-        call.arg(fence).arg(outcome).arg(seq).arg(items);
+        call.arg(fence)
+            .arg(outcome)
+            .arg(seq)
+            .arg(batch.mode())
+            .arg(&batch.stored)
+            .arg(&batch.items);
         let reply: Vec<String> = self.eval(&call).await?;
         written(reply, &self.layout.hash(member), fence, false)
     }

@@ -27,20 +27,27 @@ use std::sync::{Arc, Mutex, Weak};
 
 use event_listener::Event as Notify;
 use keyrunner_subject::Subject;
-use keyrunner_task_runner_repository::{Outcome, State};
+use keyrunner_task_runner_repository::{Event, Outcome, Position, RunId, State};
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use serde::de::DeserializeOwned;
 
-use crate::compat::{idle, run_id};
 use crate::error::Error;
 use crate::run::{Ending, LocalRuns, lease_lost, lock};
 use crate::store::Store;
-use crate::transition::{Control, Event, Kind, Transition, decode_stored};
+use crate::wire::{Control, Kind, Message, decode_stored};
 
-/// What a listener or a stream receives: a transition, or a typed error (a message or a stored
+/// What a listener or a stream receives: an event, or a typed error (a message or a stored
 /// state that could not be decoded, a watch that could not be established).
-pub(crate) type Item<P, E> = Result<Transition<P, E>, Error>;
+pub(crate) type Item<P, E> = Result<Event<P, E>, Error>;
+
+/// What a watch hands its local listeners in one step: events in order (a batch of deltas goes
+/// as one delivery), and the key's state after them, as an [`Event::State`]: what a listener
+/// joining now starts from.
+pub(crate) struct Delivery<P, E> {
+    pub(crate) items: Vec<Item<P, E>>,
+    pub(crate) current: Option<Event<P, E>>,
+}
 
 /// Pushes beyond this wait in no queue: they are dropped and every watched key is read again.
 const MAX_QUEUED_PUSHES: usize = 1 << 16;
@@ -52,7 +59,7 @@ const MAX_HELD: usize = 4096;
 /// A watched key: its local fan-out and whether its history has started.
 pub(crate) struct Watch<P, E> {
     member: String,
-    pub(crate) subject: Subject<Item<P, E>>,
+    pub(crate) subject: Subject<Delivery<P, E>>,
     ready: Mutex<Readiness>,
     ready_event: Notify,
     queue: Weak<Queue<P, E>>,
@@ -111,12 +118,20 @@ where
         matches!(*lock(&self.ready), Readiness::Ready)
     }
 
-    /// Delivers one item to every local listener. A listener's panic is caught here: it must
-    /// not stop the dispatcher (the other listeners still got the item).
-    fn deliver(&self, item: Item<P, E>) {
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| self.subject.next(item))) {
+    /// Delivers items to every local listener, with the key's state after them. A listener's
+    /// panic is caught here: it must not stop the dispatcher (the other listeners still got the
+    /// items).
+    fn deliver(&self, items: Vec<Item<P, E>>, current: Option<Event<P, E>>) {
+        let delivery = Delivery { items, current };
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| self.subject.next(delivery)))
+        {
             drop(payload);
         }
+    }
+
+    /// Delivers an error, with the state known before it.
+    fn deliver_error(&self, error: Error, current: Option<Event<P, E>>) {
+        self.deliver(vec![Err(error)], current);
     }
 }
 
@@ -346,16 +361,27 @@ where
     E: Send + Sync + 'static,
 {
     watch.set_ready(Readiness::Failed(Error::shut_down()));
-    watch.deliver(Err(Error::shut_down()));
+    watch.deliver_error(Error::shut_down(), None);
 }
 
 /// Where a key's history stands on this replica.
-struct Cursor {
+struct Cursor<P, E> {
     epoch: String,
+    /// The key's sequence (Redis's, continuous across runs).
     seq: u64,
+    /// The run of the last event, and the sequence at which it started.
     fence: Option<u64>,
+    started: u64,
     /// The fence of the run the key is running, if it is.
     running: Option<u64>,
+    /// The key's state now, as an `Event::State`.
+    current: Event<P, E>,
+}
+
+impl<P, E> Cursor<P, E> {
+    fn position(&self, seq: u64) -> Position {
+        Position::new(self.fence.map(RunId::new), seq.saturating_sub(self.started))
+    }
 }
 
 struct Key<P, E> {
@@ -371,8 +397,14 @@ struct Key<P, E> {
     resync: bool,
     /// An error was delivered for the current outage; not again until a success.
     failing: bool,
-    cursor: Option<Cursor>,
-    held: Vec<Event<P, E>>,
+    cursor: Option<Cursor<P, E>>,
+    held: Vec<Message<P, E>>,
+}
+
+impl<P, E> Key<P, E> {
+    fn current(&self) -> Option<Event<P, E>> {
+        self.cursor.as_ref().map(|cursor| cursor.current.clone())
+    }
 }
 
 /// The dispatcher: one per replica, the only one that moves the cursors.
@@ -455,7 +487,7 @@ where
                         }
                         if !key.failing {
                             key.failing = true;
-                            watch.deliver(Err(error));
+                            watch.deliver_error(error, key.current());
                         }
                     }
                 }
@@ -527,16 +559,17 @@ where
                     return;
                 };
                 let member = member.to_owned();
-                match serde_json::from_slice::<Event<P, E>>(payload) {
-                    Ok(event) => self.on_event(&member, event),
+                match serde_json::from_slice::<Message<P, E>>(payload) {
+                    Ok(message) => self.on_message(&member, message),
                     Err(error) => {
                         let Some(key) = self.keys.get_mut(&member) else {
                             return;
                         };
                         if let Some(watch) = key.watch.upgrade() {
-                            watch.deliver(Err(Error::new(crate::error::ErrorKind::Decode)
+                            let error = Error::new(crate::error::ErrorKind::Decode)
                                 .detail(format_args!("a transition on `{channel}`: {error}"))
-                                .source(error)));
+                                .source(error);
+                            watch.deliver_error(error, key.current());
                         }
                         // Whatever it said, the stored state says it too.
                         key.resync = true;
@@ -611,7 +644,7 @@ where
                 }
                 if !key.failing {
                     key.failing = true;
-                    watch.deliver(Err(error));
+                    watch.deliver_error(error, key.current());
                 }
                 return;
             }
@@ -620,14 +653,14 @@ where
         if *self.store.epoch() != stored.epoch {
             (self.on_epoch)(stored.epoch.clone());
         }
-        let transition = match decode_stored::<P, E>(&stored, &self.store.layout.hash(member)) {
-            Ok(transition) => transition,
+        let snapshot = match decode_stored::<P, E>(&stored, &self.store.layout.hash(member)) {
+            Ok(snapshot) => snapshot,
             Err(error) => {
                 // Corrupt data stays corrupt: report it, and read again only when the key
-                // changes (an event) or on a resynchronisation.
+                // changes (a message) or on a resynchronisation.
                 key.resync = false;
                 key.held.clear();
-                watch.deliver(Err(error.clone()));
+                watch.deliver_error(error.clone(), key.current());
                 if !watch.is_ready() {
                     watch.set_ready(Readiness::Failed(error));
                 }
@@ -636,39 +669,52 @@ where
         };
         // Newer, or under another epoch (Redis lost its data: the history restarts from what it
         // stores now), but never the same position twice.
+        let fence = snapshot.position.run_id().map(RunId::get);
         let newer = match &key.cursor {
             None => true,
             Some(cursor) => {
-                transition.seq > cursor.seq
+                snapshot.seq > cursor.seq
                     || (cursor.epoch != stored.epoch
-                        && (cursor.fence, cursor.seq) != (transition.fence, transition.seq))
+                        && (cursor.fence, cursor.seq) != (fence, snapshot.seq))
             }
         };
         if let (false, Some(cursor)) = (newer, &mut key.cursor) {
             cursor.epoch = stored.epoch;
         } else {
+            let event = Event::State {
+                position: snapshot.position,
+                state: snapshot.state,
+            };
+            let running = match &event {
+                Event::State {
+                    state: State::Running { .. },
+                    ..
+                } => fence,
+                _ => None,
+            };
             key.cursor = Some(Cursor {
                 epoch: stored.epoch,
-                seq: transition.seq,
-                fence: transition.fence,
-                running: match transition.state {
-                    State::Running { .. } => transition.fence,
-                    State::Idle { .. } => None,
-                },
+                seq: snapshot.seq,
+                fence,
+                started: snapshot.started,
+                running,
+                current: event.clone(),
             });
-            watch.deliver(Ok(transition));
+            watch.deliver(vec![Ok(event.clone())], Some(event));
         }
         key.resync = false;
         if !watch.is_ready() {
             watch.set_ready(Readiness::Ready);
         }
         let held = std::mem::take(&mut key.held);
-        for event in held {
-            self.on_event(member, event);
+        for message in held {
+            self.on_message(member, message);
         }
     }
 
-    fn on_event(&mut self, member: &str, event: Event<P, E>) {
+    /// A message of the key's channel: delivered if it continues the key's history, dropped if
+    /// it is older, held if the history has not started yet, and a new read on a gap.
+    fn on_message(&mut self, member: &str, message: Message<P, E>) {
         let Some(key) = self.keys.get_mut(member) else {
             return;
         };
@@ -676,81 +722,120 @@ where
             return;
         };
         let (Some(cursor), false) = (&mut key.cursor, key.reading) else {
-            // The history starts with the snapshot being read: hold the event until then.
+            // The history starts with the snapshot being read: hold the message until then.
             if key.held.len() < MAX_HELD {
-                key.held.push(event);
+                key.held.push(message);
             }
             return;
         };
-        let gap = match (event.s, event.p) {
-            (Kind::Running, None) => {
-                if event.b == Some(cursor.seq) {
-                    cursor.seq = event.q;
-                    cursor.fence = Some(event.f);
-                    cursor.running = Some(event.f);
-                    watch.deliver(Ok(Transition {
+        let Message {
+            f: fence,
+            q: first,
+            b: before,
+            s: kind,
+            p: snapshots,
+            d: deltas,
+            a: accumulated,
+            x: outcome,
+        } = message;
+        let run = RunId::new(fence);
+        let gap = match (kind, snapshots, deltas) {
+            // A run starting.
+            (Kind::Running, None, None) => {
+                if before == Some(cursor.seq) {
+                    cursor.seq = first;
+                    cursor.fence = Some(fence);
+                    cursor.started = first;
+                    cursor.running = Some(fence);
+                    let event = Event::State {
+                        position: Position::new(Some(run), 0),
                         state: State::Running {
-                            run: run_id(event.f),
+                            run,
                             progress: None,
                         },
-                        fence: Some(event.f),
-                        seq: event.q,
-                    }));
+                    };
+                    cursor.current = event.clone();
+                    watch.deliver(vec![Ok(event.clone())], Some(event));
                     false
                 } else {
-                    event.q > cursor.seq
+                    first > cursor.seq
                 }
             }
-            (Kind::Running, Some(items)) => {
-                let last = event.q + items.len() as u64 - 1;
-                if last <= cursor.seq {
+            // Items: snapshots replace the progress, deltas are folded into it.
+            (Kind::Running, snapshots, deltas) => {
+                let is_delta = deltas.is_some();
+                let items = snapshots.or(deltas).unwrap_or_default();
+                let last = first + items.len() as u64 - 1;
+                if items.is_empty() || last <= cursor.seq {
                     false
-                } else if event.q > cursor.seq + 1 || cursor.running != Some(event.f) {
+                } else if first > cursor.seq + 1 || cursor.running != Some(fence) {
                     true
                 } else {
-                    for (seq, item) in (event.q..).zip(items) {
+                    let mut events = Vec::with_capacity(items.len());
+                    for (seq, item) in (first..).zip(items) {
                         if seq <= cursor.seq {
                             continue;
                         }
                         cursor.seq = seq;
-                        watch.deliver(Ok(Transition {
-                            state: State::Running {
-                                run: run_id(event.f),
-                                progress: Some(item),
-                            },
-                            fence: Some(event.f),
-                            seq,
+                        let position = cursor.position(seq);
+                        events.push(Ok(if is_delta {
+                            Event::Delta {
+                                position,
+                                delta: Arc::new(item),
+                            }
+                        } else {
+                            let state = State::Running {
+                                run,
+                                progress: Some(Arc::new(item)),
+                            };
+                            cursor.current = Event::State { position, state };
+                            cursor.current.clone()
                         }));
                     }
+                    if is_delta {
+                        cursor.current = Event::State {
+                            position: cursor.position(cursor.seq),
+                            state: State::Running {
+                                run,
+                                progress: accumulated.map(Arc::new),
+                            },
+                        };
+                    }
+                    // One delivery per message: a listener joining between two starts from
+                    // the state after the whole batch.
+                    watch.deliver(events, Some(cursor.current.clone()));
                     false
                 }
             }
-            (Kind::Idle, _) => {
-                if event.q == cursor.seq + 1 && cursor.running == Some(event.f) {
-                    cursor.seq = event.q;
-                    cursor.fence = Some(event.f);
+            (Kind::Idle, _, _) => {
+                if first == cursor.seq + 1 && cursor.running == Some(fence) {
+                    cursor.seq = first;
                     cursor.running = None;
-                    // The run's final progress: the last item delivered, if any.
-                    let progress = watch.subject.last().and_then(|last| match &*last {
-                        Ok(Transition {
+                    // The run's final progress: what it had when it ended.
+                    let progress = match &cursor.current {
+                        Event::State {
                             state: State::Running { progress, .. },
                             ..
-                        }) => progress.clone(),
+                        } => progress.clone(),
                         _ => None,
-                    });
-                    watch.deliver(Ok(Transition {
-                        state: idle(event.x, progress),
-                        fence: Some(event.f),
-                        seq: event.q,
-                    }));
+                    };
+                    let event = Event::State {
+                        position: cursor.position(first),
+                        state: State::Idle {
+                            last: outcome,
+                            progress,
+                        },
+                    };
+                    cursor.current = event.clone();
+                    watch.deliver(vec![Ok(event.clone())], Some(event));
                     false
                 } else {
-                    event.q > cursor.seq
+                    first > cursor.seq
                 }
             }
         };
         if gap {
-            // Something was missed: the stored state is at least as new as this event.
+            // Something was missed: the stored state is at least as new as this message.
             key.resync = true;
             self.read(member);
         }

@@ -2,8 +2,8 @@
 //! held in a `static`, moved into tasks, and shared.
 
 use keyrunner_redis::{
-    Builder, ClusterRepository, Error, IdleNode, RunError, RunHandle, RunningNode, Shutdown,
-    StateNode, StateStream, StopError, Subscription, TaskContext, Transition,
+    Builder, ClusterRepository, Driver, Error, Event, EventStream, IdleNode, RunError, RunHandle,
+    RunningNode, Shutdown, StateNode, StopError, Subscription, TaskContext,
 };
 
 fn send_sync<T: Send + Sync>() {}
@@ -21,9 +21,10 @@ fn public_types_are_send_and_sync() {
     send_sync::<RunningNode<K, P, E>>();
     send_sync::<RunHandle<E>>();
     send_sync::<Subscription>();
-    send_sync::<StateStream<P, E>>();
+    send_sync::<EventStream<P, E>>();
     send_sync::<Shutdown>();
-    send_sync::<Transition<P, E>>();
+    send_sync::<Event<P, E>>();
+    send::<Driver>();
     send_sync::<TaskContext<K>>();
     send_sync::<Error>();
     send_sync::<StopError>();

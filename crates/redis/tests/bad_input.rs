@@ -91,6 +91,8 @@ async fn foreign_or_corrupt_data_under_the_namespace_is_a_typed_error() {
             "1",
             "q",
             "1",
+            "a",
+            "1",
             "p",
             "{",
         ],

@@ -164,7 +164,7 @@ async fn a_stopped_run_writes_nothing_and_nobody_sees_its_items() {
     let (probe, dropped) = Probe::new(None, Duration::from_millis(1));
     let handle = owner.run(key.clone(), move |_cx| probe).await.unwrap();
     let fence = handle.run_id().get();
-    eventually(TTL, "items", || seen.transitions().len() > 5).await;
+    eventually(TTL, "items", || seen.events().len() > 5).await;
     other.stop(&key, Reason::from("enough")).await.unwrap();
     assert_eq!(
         handle.await,
@@ -192,19 +192,26 @@ async fn a_stopped_run_writes_nothing_and_nobody_sees_its_items() {
         "a write of the stopped run after its stop: {entries:?}"
     );
     eventually(TTL, "the second run's end", || {
-        matches!(seen.last(), Some(Ok(t)) if t.state().is_idle() && t.fence().is_some_and(|f| f.get() != fence))
+        matches!(
+            seen.last(),
+            Some(Ok(event)) if event.state().is_some_and(State::is_idle)
+                && event.position().run_id().is_some_and(|run| run.get() != fence)
+        )
     })
     .await;
-    let transitions = seen.transitions();
-    let stopped_at = transitions
+    let events = seen.events();
+    let run_of = |event: &keyrunner_redis::Event<String, String>| {
+        event.position().run_id().map(keyrunner_redis::RunId::get)
+    };
+    let stopped_at = events
         .iter()
-        .position(|t| t.state().is_idle() && t.fence().map(|f| f.get()) == Some(fence))
+        .position(|event| event.state().is_some_and(State::is_idle) && run_of(event) == Some(fence))
         .unwrap();
     assert!(
-        transitions[stopped_at..]
+        events[stopped_at + 1..]
             .iter()
-            .all(|t| t.fence().map(|f| f.get()) != Some(fence) || t.state().is_idle()),
-        "an item of the stopped run after its stop"
+            .all(|event| run_of(event) != Some(fence)),
+        "an event of the stopped run after its stop"
     );
 }
 

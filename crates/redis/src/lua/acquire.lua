@@ -21,7 +21,7 @@ local before = tonumber(q)
 local fence = math.max((tonumber(f) or 0) + 1, now_us)
 local seq = before and (before + 1) or now_us
 local deadline = now_ms + ttl
-redis.call('HSET', k.hash, 's', 'r', 'f', num(fence), 'q', num(seq), 'o', owner,
+redis.call('HSET', k.hash, 's', 'r', 'f', num(fence), 'q', num(seq), 'a', num(seq), 'o', owner,
   'd', num(deadline))
 redis.call('HDEL', k.hash, 'p', 'x')
 redis.call('PERSIST', k.hash)

@@ -2,9 +2,10 @@
 --
 -- Layout (docs/distributed.md, "Redis key layout"): per key a hash with fields
 --   s  'r' running | 'i' idle          f  fence of the key's current or last run
---   q  sequence of the last transition o  owner replica id (running only)
---   d  lease deadline, server ms (running only)
---   p  last progress (codec text)      x  last outcome (codec text, idle only)
+--   q  sequence of the last transition a  sequence at which that run started
+--   o  owner replica id (running only) d  lease deadline, server ms (running only)
+--   p  progress: the last snapshot, or the deltas accumulated (codec text)
+--   x  last outcome (codec text, idle only)
 -- plus one sorted set of lease deadlines, one epoch string and (feature `audit`) one audit list.
 --
 -- Numbers are Lua doubles: exact up to 2^53 (server microseconds are ~1.8e15), but `tostring` and

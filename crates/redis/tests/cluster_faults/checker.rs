@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, Logged, Window};
 
@@ -344,7 +344,7 @@ fn check_replica_reports(
                 };
                 match &run.terminal {
                     Some(terminal) if terminal.op == "reap" => {
-                        if outcome != "Lost" {
+                        if *outcome != json!({"type": "lost"}) {
                             report.violation(format!(
                                 "D4: {key} run {fence} was reaped, its handle says {outcome}"
                             ));
@@ -353,12 +353,14 @@ fn check_replica_reports(
                     Some(terminal) => {
                         let recorded = terminal.x.clone().unwrap_or(Value::Null);
                         let owner_demoted = demoted.contains_key(&(key.clone(), fence));
-                        if *outcome != recorded && !(outcome == "Lost" && owner_demoted) {
+                        if *outcome != recorded
+                            && !(*outcome == json!({"type": "lost"}) && owner_demoted)
+                        {
                             report.violation(format!("{key} run {fence}: handle says {outcome}, Redis recorded {recorded}"));
                         }
                     }
                     None => {
-                        if outcome != "Lost" {
+                        if *outcome != json!({"type": "lost"}) {
                             report.violation(format!(
                                 "{key} run {fence}: handle says {outcome}, Redis has no end for it"
                             ));
@@ -378,7 +380,8 @@ fn check_listeners(
     quiescent: bool,
     report: &mut Report,
 ) {
-    let mut last: HashMap<(usize, String), (u64, u64, u64)> = HashMap::new();
+    // Per replica and key: the last position seen (run, seq within it) and when.
+    let mut last: HashMap<(usize, String), ((u64, u64), u64)> = HashMap::new();
     for logged in events {
         let value = &logged.value;
         if value["ev"] != "seen" {
@@ -388,23 +391,21 @@ fn check_listeners(
         let key = member(value["key"].as_str().unwrap_or_default());
         let seq = value["seq"].as_u64().unwrap_or(0);
         let fence = value["fence"].as_u64();
+        let position = (fence.unwrap_or(0), seq);
         let at = value["at_us"].as_u64().unwrap_or(0);
-        if let Some(&(previous, previous_fence, previous_at)) =
-            last.get(&(logged.replica, key.clone()))
-        {
+        if let Some(&(previous, previous_at)) = last.get(&(logged.replica, key.clone())) {
             // After a data loss the history restarts from what Redis stores, possibly lower;
             // never the same position twice.
             let data_lost_between = covered(&cluster.redis_outages, previous_at, at).is_some()
                 && !cluster.lost_audits.is_empty();
-            let same = (seq, fence.unwrap_or(0)) == (previous, previous_fence);
-            if seq <= previous && (!data_lost_between || same) {
+            if position <= previous && (!data_lost_between || position == previous) {
                 report.violation(format!(
-                    "D5: replica {} saw {key} at sequence {seq} after {previous}",
+                    "D5: replica {} saw {key} at {position:?} after {previous:?}",
                     logged.replica
                 ));
             }
         }
-        last.insert((logged.replica, key.clone()), (seq, fence.unwrap_or(0), at));
+        last.insert((logged.replica, key.clone()), (position, at));
         let Some(fence) = fence else { continue };
         let Some(run) = runs.get(&(key.clone(), fence)) else {
             report.violation(format!(
@@ -413,36 +414,50 @@ fn check_listeners(
             ));
             continue;
         };
+        // Redis's own sequence of this event.
+        let global = run.acquire_seq + seq;
         let accepted = match (value["state"].as_str(), value["progress"].is_null()) {
-            (Some("running"), true) => seq == run.acquire_seq,
-            (Some("running"), false) => run
+            (Some("running"), true) if value["delta"].is_null() => global == run.acquire_seq,
+            (Some("running"), _) => run
                 .batches
                 .iter()
-                .any(|(first, last)| (*first..=*last).contains(&seq)),
+                .any(|(first, last)| (*first..=*last).contains(&global)),
             (Some("idle"), _) => run
                 .terminal
                 .as_ref()
-                .is_some_and(|terminal| terminal.q == seq),
+                .is_some_and(|terminal| terminal.q == global),
             _ => false,
         };
         if !accepted {
-            report.violation(format!("D2/D5: replica {} saw {key} run {fence} at sequence {seq} ({}), which Redis never accepted", logged.replica, value));
+            report.violation(format!(
+                "D2/D5: replica {} saw {key} run {fence} at sequence {global} ({value}), which Redis never accepted",
+                logged.replica
+            ));
         }
     }
     if !quiescent {
         return;
     }
-    for ((replica, key), (seq, _, _)) in &last {
+    for ((replica, key), (position, _)) in &last {
         if !cluster.replicas[*replica].alive {
             continue;
         }
         let name: String = serde_json::from_str(key).unwrap();
-        let stored = cluster.stored(&name);
-        let stored_seq = stored.get("q").and_then(|q| q.parse().ok()).unwrap_or(0);
-        if *seq != stored_seq {
+        let stored = stored_position(cluster, &name);
+        if *position != stored {
             report.violation(format!(
-                "D5: replica {replica} last saw {key} at sequence {seq}, Redis stores {stored_seq}"
+                "D5: replica {replica} last saw {key} at {position:?}, Redis stores {stored:?}"
             ));
         }
+    }
+}
+
+/// The position (run, seq within it) of `key`'s stored state; (0, 0) without history.
+pub fn stored_position(cluster: &Cluster, key: &str) -> (u64, u64) {
+    let stored = cluster.stored(key);
+    let field = |name: &str| stored.get(name).and_then(|value| value.parse::<u64>().ok());
+    match (field("f"), field("q"), field("a")) {
+        (Some(fence), Some(seq), Some(started)) => (fence, seq - started),
+        _ => (0, 0),
     }
 }

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use keyrunner_redis::{
-    ClusterRepository, ErrorKind, Outcome, RunError, State, StateNode, StopError, TaskContext,
+    ClusterRepository, ErrorKind, Event, Outcome, RunError, State, StateNode, StopError,
+    TaskContext,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -96,8 +97,8 @@ async fn execute(repository: Repo, nodes: Arc<Mutex<HashMap<u64, Node>>>, comman
             let items = command["items"].as_u64();
             let every = Duration::from_millis(command["every_ms"].as_u64().unwrap_or(10));
             let task = move |cx: TaskContext<String>| {
-                let (key, run, signal) = cx.into_parts();
-                let fence = run.get();
+                let fence = cx.run_id().get();
+                let (key, signal) = cx.into_parts();
                 signal
                     .on_abort(move |reason| {
                         emit(json!({
@@ -187,16 +188,14 @@ async fn execute(repository: Repo, nodes: Arc<Mutex<HashMap<u64, Node>>>, comman
         }
         "state" => {
             let started = Instant::now();
-            let result = repository.transition(&key).await;
+            let result = repository.event(&key).await;
             let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             match result {
-                Ok(transition) => {
-                    let mut answer = state_json(transition.state());
+                Ok(event) => {
+                    let mut answer = event_json(&event);
                     answer["ev"] = json!("state");
                     answer["id"] = json!(id);
                     answer["ok"] = json!(true);
-                    answer["fence"] = json!(transition.fence().map(|fence| fence.get()));
-                    answer["seq"] = json!(transition.seq());
                     answer["took_us"] = json!(took);
                     emit(answer);
                 }
@@ -212,12 +211,10 @@ async fn execute(repository: Repo, nodes: Arc<Mutex<HashMap<u64, Node>>>, comman
                 .listen(
                     key,
                     move |item| match item {
-                        Ok(transition) => {
-                            let mut seen = state_json(transition.state());
+                        Ok(event) => {
+                            let mut seen = event_json(event);
                             seen["ev"] = json!("seen");
                             seen["key"] = json!(listened);
-                            seen["fence"] = json!(transition.fence().map(|fence| fence.get()));
-                            seen["seq"] = json!(transition.seq());
                             seen["at_us"] = json!(now_us());
                             emit(seen);
                         }
@@ -245,12 +242,25 @@ async fn execute(repository: Repo, nodes: Arc<Mutex<HashMap<u64, Node>>>, comman
             emit(json!({"ev": "stream", "id": id, "ok": true}));
             while let Some(item) = stream.next().await {
                 if let Ok(transition) = item {
-                    emit(json!({"ev": "streamed", "key": key, "seq": transition.seq()}));
+                    emit(json!({"ev": "streamed", "key": key, "seq": transition.position().seq()}));
                 }
             }
         }
         other => emit(json!({"ev": "bad_command", "cmd": other})),
     }
+}
+
+/// An event as JSON: `state` (`running`/`idle`) with `progress` or `outcome`, or `delta`; `fence`
+/// (the position's run, `null` for a key with no history) and `seq` (within the run).
+fn event_json(event: &Event<String, String>) -> Value {
+    let position = event.position();
+    let mut value = match event {
+        Event::State { state, .. } => state_json(state),
+        Event::Delta { delta, .. } => json!({"state": "running", "delta": **delta}),
+    };
+    value["fence"] = json!(position.run_id().map(|run| run.get()));
+    value["seq"] = json!(position.seq());
+    value
 }
 
 fn state_json(state: &State<String, String>) -> Value {

@@ -113,16 +113,15 @@ pub fn settle(cluster: &mut Cluster, keys: &[&str]) -> Report {
     report
 }
 
-/// (replica, key, last seen sequence, stored sequence) of each live listener not caught up.
-fn listeners_behind(cluster: &Cluster, keys: &[&str]) -> Vec<(usize, String, u64, u64)> {
+/// A position as the suite reads it: (run, seq within the run).
+type Spot = (u64, u64);
+
+/// (replica, key, last position seen, stored position) of each live listener not caught up.
+fn listeners_behind(cluster: &Cluster, keys: &[&str]) -> Vec<(usize, String, Spot, Spot)> {
     let events = cluster.events();
     let mut behind = Vec::new();
     for key in keys {
-        let stored: u64 = cluster
-            .stored(key)
-            .get("q")
-            .and_then(|q| q.parse().ok())
-            .unwrap_or(0);
+        let stored = checker::stored_position(cluster, key);
         for replica in cluster.live() {
             let last = events.iter().rev().find(|logged| {
                 logged.replica == replica
@@ -130,9 +129,12 @@ fn listeners_behind(cluster: &Cluster, keys: &[&str]) -> Vec<(usize, String, u64
                     && logged.value["key"] == *key
             });
             if let Some(last) = last {
-                let seq = last.value["seq"].as_u64().unwrap_or(0);
-                if seq != stored {
-                    behind.push((replica, (*key).to_owned(), seq, stored));
+                let seen = (
+                    last.value["fence"].as_u64().unwrap_or(0),
+                    last.value["seq"].as_u64().unwrap_or(0),
+                );
+                if seen != stored {
+                    behind.push((replica, (*key).to_owned(), seen, stored));
                 }
             }
         }
@@ -244,7 +246,7 @@ pub fn stop_from_another_replica() -> String {
         );
         assert_eq!(
             state["outcome"],
-            json!({"Stopped": {"reason": "stop"}}),
+            json!({"type": "stopped", "reason": "stop"}),
             "{state}"
         );
         let aborted = event(&cluster, "aborted", &key, fence, TTL);
@@ -259,7 +261,7 @@ pub fn stop_from_another_replica() -> String {
         let ended = event(&cluster, "ended", &key, fence, TTL);
         assert_eq!(
             ended.value["outcome"],
-            json!({"Stopped": {"reason": "stop"}})
+            json!({"type": "stopped", "reason": "stop"})
         );
     }
     latencies.sort_unstable();
@@ -294,7 +296,7 @@ pub fn client_kill_of_the_subscriber_mid_stream() -> String {
     );
     let killed_at = now_us();
     let ended = event(&cluster, "ended", "k", fence, TTL * 5);
-    assert_eq!(ended.value["outcome"], "Completed");
+    assert_eq!(ended.value["outcome"], json!({"type": "completed"}));
     seen(
         &cluster,
         1,
@@ -345,7 +347,7 @@ pub fn kill_9_of_the_owner() -> String {
         "k",
         TTL * 3,
         "the key idle with Lost",
-        |value| value["state"] == "idle" && value["outcome"] == "Lost",
+        |value| value["state"] == "idle" && value["outcome"] == json!({"type": "lost"}),
     );
     let last_write = checker::parse(&cluster.audit_lines())
         .iter()
@@ -420,7 +422,7 @@ pub fn sigstop_of_the_owner_past_its_lease() -> String {
         "the zombie noticed {late} ms after SIGCONT"
     );
     let ended = event(&cluster, "ended", "k", first, TTL);
-    assert_eq!(ended.value["outcome"], "Lost");
+    assert_eq!(ended.value["outcome"], json!({"type": "lost"}));
     seen(
         &cluster,
         2,
@@ -452,7 +454,7 @@ pub fn short_sigstop_loses_nothing() -> String {
     std::thread::sleep(TTL / 4);
     cluster.resume(0, paused);
     let ended = event(&cluster, "ended", "k", fence, TTL * 3);
-    assert_eq!(ended.value["outcome"], "Completed");
+    assert_eq!(ended.value["outcome"], json!({"type": "completed"}));
     seen(&cluster, 1, "k", TTL, "the end", |value| {
         value["state"] == "idle" && value["fence"] == json!(fence)
     });
@@ -504,7 +506,7 @@ pub fn redis_restarted_on_its_aof() -> String {
         "{state}"
     );
     let done = cluster.request(1, json!({"cmd": "state", "key": "done"}));
-    assert_eq!(done["outcome"], "Completed", "{done}");
+    assert_eq!(done["outcome"], json!({"type": "completed"}), "{done}");
     seen(
         &cluster,
         1,
@@ -522,7 +524,7 @@ pub fn redis_restarted_on_its_aof() -> String {
     let ended = event(&cluster, "ended", "k", fence, TTL);
     assert_eq!(
         ended.value["outcome"],
-        json!({"Stopped": {"reason": "stop"}})
+        json!({"type": "stopped", "reason": "stop"})
     );
     settle(&mut cluster, &["k", "done"]);
     "the run survived the restart; listeners resubscribed".to_owned()
@@ -541,7 +543,7 @@ pub fn redis_restarted_empty() -> String {
     cluster.restart_redis_empty();
     let restarted = now_us();
     let ended = event(&cluster, "ended", "k", fence, TTL * 2);
-    assert_eq!(ended.value["outcome"], "Lost");
+    assert_eq!(ended.value["outcome"], json!({"type": "lost"}));
     let noticed = ended.value["at_us"]
         .as_u64()
         .unwrap()
@@ -620,12 +622,12 @@ pub fn redis_sigstopped_for_two_ttls() -> String {
     let aborted = event(&cluster, "aborted", "k", fence, TTL * 2);
     assert_eq!(aborted.value["reason"], "lease lost");
     let ended = event(&cluster, "ended", "k", fence, TTL);
-    assert_eq!(ended.value["outcome"], "Lost");
+    assert_eq!(ended.value["outcome"], json!({"type": "lost"}));
     let elapsed = Duration::from_micros(now_us().saturating_sub(paused));
     std::thread::sleep((TTL * 2).saturating_sub(elapsed));
     cluster.resume_redis(paused);
     seen(&cluster, 1, "k", TTL * 2, "the key reaped, Lost", |value| {
-        value["state"] == "idle" && value["outcome"] == "Lost"
+        value["state"] == "idle" && value["outcome"] == json!({"type": "lost"})
     });
     let next = run_forever(&mut cluster, 1, "k");
     assert!(next > fence);

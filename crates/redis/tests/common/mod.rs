@@ -13,14 +13,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use keyrunner_redis::{ClusterRepository, Error, State, Transition};
+use keyrunner_redis::{ClusterRepository, Error, Event, State};
 pub use server::{Persistence, RedisServer};
 
 /// The repository most tests use: string keys, string progress, string errors.
 pub type Repo = ClusterRepository<String, String, String>;
 
 /// What listeners receive.
-pub type Item = Result<Transition<String, String>, Error>;
+pub type Item = Result<Event<String, String>, Error>;
 
 /// The lease TTL of most tests.
 pub const TTL: Duration = Duration::from_millis(1000);
@@ -62,14 +62,15 @@ impl Seen {
         self.0.lock().unwrap().clone()
     }
 
-    pub fn transitions(&self) -> Vec<Transition<String, String>> {
+    pub fn events(&self) -> Vec<Event<String, String>> {
         self.items().into_iter().filter_map(Result::ok).collect()
     }
 
+    /// The `State` events' states, in order (deltas left out).
     pub fn states(&self) -> Vec<State<String, String>> {
-        self.transitions()
+        self.events()
             .into_iter()
-            .map(Transition::into_state)
+            .filter_map(Event::into_state)
             .collect()
     }
 
