@@ -25,8 +25,10 @@
 //!   and holds a **lease** on the key, renewed by its writes. A replica that dies loses its keys
 //!   as [`Outcome::Lost`]; a replica that cannot renew in time **demotes itself** (the run's
 //!   signal fires with [`lease_lost`]) before Redis could give its key away.
-//! - Listeners and streams receive [`Transition`]s: a state with its position (fence and
-//!   sequence) in the key's history, from every replica.
+//! - Listeners and streams receive the in-process [`Event`]s, from every replica: a `State`
+//!   (a run starting, each snapshot item, a run's end, a resynchronisation) or a `Delta` (an
+//!   item folded into the progress), each at its [`Position`] (the run, and the sequence within
+//!   it). Tasks yield snapshots or [`Delta`]s, plain or in a `Result`, as in-process.
 //!
 //! # Example
 //!
@@ -93,6 +95,15 @@
 //! - **D8 Bad input and faults.** Redis unreachable → a typed [`Error`], the task not started;
 //!   a slow listener never blocks an owner; foreign or corrupt data → typed errors. Nothing is
 //!   lost silently.
+//!
+//! # Compared with the in-process repository
+//!
+//! - Everything that consults Redis is `async` and can fail with a typed [`Error`].
+//! - After a disconnection a listener resynchronises from the stored state: it may skip
+//!   intermediate events, never the latest state. The in-process `listen` sees every event.
+//! - A run's id is its fence: a large number (server microseconds), not a small counter.
+//! - A run may end [`Outcome::Lost`] because its owner died or lost its lease.
+//! - Spawners take this crate's [`Driver`]; the default spawner is the runtime's own.
 //!
 //! # Features
 //!
