@@ -160,7 +160,7 @@ impl std::error::Error for Error {
 }
 
 /// Why `run` did not start the task; hands the task back whenever it was not used.
-pub enum RunError<F> {
+pub enum RunError<F = ()> {
     /// Another run holds the key, on this replica or another; `task` is yours again.
     Busy {
         /// The task, unused.

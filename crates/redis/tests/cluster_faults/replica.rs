@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use keyrunner_redis::{
-    ClusterRepository, ErrorKind, Event, Outcome, RunError, State, StateNode, StopError,
+    ClusterRepository, Delta, ErrorKind, Event, Outcome, RunError, State, StateNode, StopError,
     TaskContext,
 };
 use serde_json::{Value, json};
@@ -96,46 +96,19 @@ async fn execute(repository: Repo, nodes: Arc<Mutex<HashMap<u64, Node>>>, comman
         "run" => {
             let items = command["items"].as_u64();
             let every = Duration::from_millis(command["every_ms"].as_u64().unwrap_or(10));
-            let task = move |cx: TaskContext<String>| {
-                let fence = cx.run_id().get();
-                let (key, signal) = cx.into_parts();
-                signal
-                    .on_abort(move |reason| {
-                        emit(json!({
-                            "ev": "aborted", "key": key, "fence": fence,
-                            "reason": reason.map(|reason| reason.as_str().to_owned()),
-                            "at_us": now_us(),
-                        }));
-                    })
-                    .detach();
-                futures::stream::unfold(0_u64, move |i| async move {
-                    if items.is_some_and(|items| i >= items) {
-                        return None;
-                    }
-                    tokio::time::sleep(every).await;
-                    Some((Ok::<_, String>(i.to_string()), i + 1))
-                })
-            };
-            match repository.run(key.clone(), task).await {
-                Ok(handle) => {
-                    let fence = handle.run_id().get();
-                    emit(json!({"ev": "run", "id": id, "ok": true, "fence": fence}));
-                    let outcome = handle.await;
-                    emit(json!({
-                        "ev": "ended", "key": key, "fence": fence,
-                        "outcome": outcome_json(&outcome), "at_us": now_us(),
-                    }));
-                }
-                Err(error) => {
-                    let running = match &error {
-                        RunError::Busy { running, .. } => Some(running.get()),
-                        _ => None,
-                    };
-                    emit(json!({
-                        "ev": "run", "id": id, "ok": false, "error": run_error(&error),
-                        "running": running,
-                    }));
-                }
+            // Snapshots ("0", "1", …) or, with `"deltas": true`, deltas of the same text.
+            if command["deltas"] == true {
+                let task = move |cx: TaskContext<String>| {
+                    report_abort(&cx);
+                    numbers(items, every).map(|item| item.map(Delta))
+                };
+                run_and_report(repository, key, id, task).await;
+            } else {
+                let task = move |cx: TaskContext<String>| {
+                    report_abort(&cx);
+                    numbers(items, every)
+                };
+                run_and_report(repository, key, id, task).await;
             }
         }
         "stop" => {
@@ -261,6 +234,66 @@ fn event_json(event: &Event<String, String>) -> Value {
     value["fence"] = json!(position.run_id().map(|run| run.get()));
     value["seq"] = json!(position.seq());
     value
+}
+
+/// Reports the run's abort signal when it fires.
+fn report_abort(cx: &TaskContext<String>) {
+    let fence = cx.run_id().get();
+    let key = cx.key().clone();
+    cx.abort_signal()
+        .on_abort(move |reason| {
+            emit(json!({
+                "ev": "aborted", "key": key, "fence": fence,
+                "reason": reason.map(|reason| reason.as_str().to_owned()),
+                "at_us": now_us(),
+            }));
+        })
+        .detach();
+}
+
+/// `items` numbers ("0", "1", …; forever for `None`), one every `every`.
+fn numbers(
+    items: Option<u64>,
+    every: Duration,
+) -> impl futures::Stream<Item = Result<String, String>> + Send {
+    futures::stream::unfold(0_u64, move |i| async move {
+        if items.is_some_and(|items| i >= items) {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        Some((Ok(i.to_string()), i + 1))
+    })
+}
+
+/// Runs `task` on `key` and reports the answer, then the run's end.
+async fn run_and_report<F, St, M>(repository: Repo, key: String, id: u64, task: F)
+where
+    F: FnOnce(TaskContext<String>) -> St + Send + 'static,
+    St: futures::Stream + Send + 'static,
+    St::Item: keyrunner_redis::IntoProgress<String, String, M>,
+    M: 'static,
+{
+    match repository.run(key.clone(), task).await {
+        Ok(handle) => {
+            let fence = handle.run_id().get();
+            emit(json!({"ev": "run", "id": id, "ok": true, "fence": fence}));
+            let outcome = handle.await;
+            emit(json!({
+                "ev": "ended", "key": key, "fence": fence,
+                "outcome": outcome_json(&outcome), "at_us": now_us(),
+            }));
+        }
+        Err(error) => {
+            let running = match &error {
+                RunError::Busy { running, .. } => Some(running.get()),
+                _ => None,
+            };
+            emit(json!({
+                "ev": "run", "id": id, "ok": false, "error": run_error(&error),
+                "running": running,
+            }));
+        }
+    }
 }
 
 fn state_json(state: &State<String, String>) -> Value {

@@ -687,7 +687,11 @@ pub fn nemesis(seed: u64, duration: Duration) -> String {
                     0 => Value::Null,
                     _ => json!(1 + rng.below(60)),
                 };
-                cluster.send(replica, json!({"cmd": "run", "key": key, "items": items, "every_ms": 1 + rng.below(15)}));
+                let deltas = rng.below(2) == 0;
+                cluster.send(
+                    replica,
+                    json!({"cmd": "run", "key": key, "items": items, "every_ms": 1 + rng.below(15), "deltas": deltas}),
+                );
                 "run"
             }
             45..=69 => {
