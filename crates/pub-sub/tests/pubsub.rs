@@ -438,7 +438,9 @@ fn debug_needs_no_debug_key_or_value_and_never_blocks() {
     assert!(printed.contains("len: 1"), "{printed}");
     assert!(format!("{:?}", PubSub::<u32, Opaque>::builder()).starts_with("Builder"));
 
-    // From inside the cleanup predicate the registry lock is held: Debug must not wait for it.
+    // From inside the cleanup predicate, which runs without the registry's lock, Debug (like
+    // every other call) works, and the key being judged is still allocated. (Debug while the
+    // lock is held prints `<locked>`: the registry's own tests show it.)
     let slot: Arc<Mutex<Option<PubSub<u32, u32>>>> = Arc::new(Mutex::new(None));
     let printed = Arc::new(Mutex::new(String::new()));
     let (slot_in, printed_in) = (Arc::clone(&slot), Arc::clone(&printed));
@@ -458,7 +460,8 @@ fn debug_needs_no_debug_key_or_value_and_never_blocks() {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    assert!(printed.contains("<locked>"), "{printed}");
+    assert!(printed.contains("len: 1"), "{printed}");
+    assert!(topics.is_empty());
     // Break the cycle the predicate holds.
     slot.lock().unwrap_or_else(PoisonError::into_inner).take();
 }

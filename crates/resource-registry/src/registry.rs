@@ -112,6 +112,7 @@ impl<K, V, S> Inner<K, V, S> {
 
     /// Waits, with the table locked, until `node`'s initializer finishes; returns the lock and
     /// whether the value was made (`false`: the initializer panicked and the node is gone).
+    /// `counted`: the caller raised the node's count for itself (a lease to be).
     ///
     /// # Panics
     ///
@@ -120,6 +121,7 @@ impl<K, V, S> Inner<K, V, S> {
         &'a self,
         mut table: MutexGuard<'a, Table<K, V>>,
         node: &Node<K, V>,
+        counted: bool,
     ) -> (MutexGuard<'a, Table<K, V>>, bool) {
         loop {
             match node.phase() {
@@ -128,11 +130,13 @@ impl<K, V, S> Inner<K, V, S> {
                 Phase::Init => {}
             }
             if node.initialized_by_caller() {
-                // Take back the lease this caller was counted for; the creator's remains.
-                node.leases.fetch_sub(1, Ordering::Relaxed);
+                if counted {
+                    // Take back the lease this caller was counted for; the creator's remains.
+                    node.leases.fetch_sub(1, Ordering::Relaxed);
+                }
                 drop(table);
                 panic!(
-                    "a registry initializer leased its own key (with `allocate`, `get`, `entry` \
+                    "a registry initializer used its own key (with `allocate`, `get`, `entry` \
                      or `peek`): the key's value does not exist until the initializer returns"
                 );
             }
@@ -160,7 +164,7 @@ impl<K, V, S> Inner<K, V, S> {
             drop(table);
             return Some(Lease::new(Arc::clone(self), node));
         }
-        let (table, ready) = self.wait_for(table, &node);
+        let (table, ready) = self.wait_for(table, &node, true);
         drop(table);
         // A failed node's count no longer matters: it left the table, and it is dropped here,
         // with the lock released (its key's destructor is user code).
@@ -440,8 +444,8 @@ impl<K: Eq + Hash, V, S: BuildHasher> Registry<K, V, S> {
     /// what `f` returned.
     ///
     /// Cheaper than [`get`](Self::get) for a quick read: no lease to release, no cleanup
-    /// predicate asked. `f` runs without the registry's lock and may use the registry. A key
-    /// whose initializer is still running has no value yet: `peek` returns `None` for it.
+    /// predicate asked. `f` runs without the registry's lock and may use the registry. If
+    /// another thread is creating the key's value, this call waits for it, like `get`.
     ///
     /// # Panics
     ///
@@ -463,20 +467,20 @@ impl<K: Eq + Hash, V, S: BuildHasher> Registry<K, V, S> {
         Q: ?Sized + Hash + Eq,
     {
         let hash = self.inner.hasher.hash_one(key);
-        let node = {
+        let node = loop {
             let table = lock(&self.inner.table);
-            let node = table.get(hash, key)?;
-            match node.phase() {
-                Phase::Ready => Arc::clone(node),
-                Phase::Init if node.initialized_by_caller() => {
-                    drop(table);
-                    panic!(
-                        "a registry initializer read its own key with `peek`: the key's value \
-                         does not exist until the initializer returns"
-                    );
-                }
-                Phase::Init | Phase::Failed => return None,
+            let node = Arc::clone(table.get(hash, key)?);
+            if node.phase() == Phase::Ready {
+                break node;
             }
+            // Not counted: a read holds no lease. Should the key be freed while this waits,
+            // the value read is the last it had.
+            let (table, ready) = self.inner.wait_for(table, &node, false);
+            drop(table);
+            if ready {
+                break node;
+            }
+            // The initializer panicked: look again.
         };
         // Dropped after `f`, without the lock: should the key have been freed meanwhile, this
         // is the value's last holder.

@@ -11,7 +11,7 @@
 //! the order the lock records it, and the drainer delivers it next.
 //!
 //! While the roster is out, listeners added or removed are recorded beside it, as pending
-//! changes applied when it comes back. A removal also bumps [`RawSubject::removals`], which the
+//! changes applied when it comes back. A removal also bumps a counter of removals, which the
 //! drainer reads before each call, so it skips a listener removed during the delivery.
 //!
 //! On the uncontended path a value costs two short critical sections, one reference-count
