@@ -155,6 +155,7 @@ impl<K, V, S> Inner<K, V, S> {
 
     /// Leases the node found for a key (its count already raised, the lock held), waiting for
     /// its initializer if it runs; `None` if that initializer panicked.
+    #[inline]
     fn lease_found(
         self: &Arc<Self>,
         table: MutexGuard<'_, Table<K, V>>,
@@ -164,6 +165,16 @@ impl<K, V, S> Inner<K, V, S> {
             drop(table);
             return Some(Lease::new(Arc::clone(self), node));
         }
+        self.lease_when_ready(table, node)
+    }
+
+    /// [`lease_found`](Self::lease_found) for a node whose initializer still runs.
+    #[cold]
+    fn lease_when_ready(
+        self: &Arc<Self>,
+        table: MutexGuard<'_, Table<K, V>>,
+        node: Arc<Node<K, V>>,
+    ) -> Option<Lease<K, V, S>> {
         let (table, ready) = self.wait_for(table, &node, true);
         drop(table);
         // A failed node's count no longer matters: it left the table, and it is dropped here,
@@ -172,6 +183,7 @@ impl<K, V, S> Inner<K, V, S> {
     }
 
     /// Leases the key `key`, whose hash is `hash`, if it is allocated.
+    #[inline]
     fn lookup<Q>(self: &Arc<Self>, hash: u64, key: &Q) -> Option<Lease<K, V, S>>
     where
         K: Borrow<Q> + Eq,
@@ -221,9 +233,9 @@ impl<K, V, S> Inner<K, V, S> {
     where
         K: Eq,
     {
-        match panic::catch_unwind(AssertUnwindSafe(|| (self.init)(&node.key))) {
-            Ok(value) => {
-                if node.publish(value) {
+        match panic::catch_unwind(AssertUnwindSafe(|| node.initialize(&self.init))) {
+            Ok(waiting) => {
+                if waiting {
                     self.notify_waiters();
                 }
             }
@@ -399,6 +411,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> Registry<K, V, S> {
     /// let _held = registry.allocate("present".to_owned());
     /// assert_eq!(registry.get("present").map(|lease| *lease), Some(7));
     /// ```
+    #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<Lease<K, V, S>>
     where
         K: Borrow<Q>,
@@ -428,6 +441,7 @@ impl<K: Eq + Hash, V, S: BuildHasher> Registry<K, V, S> {
     /// };
     /// assert_eq!(*lease, 42);
     /// ```
+    #[inline]
     pub fn entry(&self, key: K) -> Entry<'_, K, V, S> {
         let hash = self.inner.hasher.hash_one(&key);
         match self.inner.lookup(hash, &key) {
