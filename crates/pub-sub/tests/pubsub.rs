@@ -7,21 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use keyrunner_pub_sub::PubSub;
 
-/// A listener that records every value it receives, and the log it records into.
-fn recorder<V: Clone + Send + Sync + 'static>() -> (Arc<Mutex<Vec<V>>>, impl Fn(&V) + Send + Sync) {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&log);
-    let listener = move |value: &V| {
-        sink.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(value.clone());
-    };
-    (log, listener)
-}
-
-fn seen<V: Clone>(log: &Mutex<Vec<V>>) -> Vec<V> {
-    log.lock().unwrap_or_else(PoisonError::into_inner).clone()
-}
+mod common;
+use common::{recorder, seen};
 
 #[test]
 fn immediate_listener_gets_the_initial_value_first() {

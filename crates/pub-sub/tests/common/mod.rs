@@ -44,3 +44,28 @@ pub(crate) fn message(payload: &(dyn Any + Send)) -> &str {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("<non-string panic>")
 }
+
+/// A listener that records every value it receives, and the log it records into.
+pub(crate) fn recorder<V: Clone + Send + Sync + 'static>() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<V>>>,
+    impl Fn(&V) + Send + Sync,
+) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&log);
+    let listener = move |value: &V| push(&sink, value.clone());
+    (log, listener)
+}
+
+/// Appends `value` to `log`.
+pub(crate) fn push<V>(log: &std::sync::Mutex<Vec<V>>, value: V) {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(value);
+}
+
+/// What `log` holds now.
+pub(crate) fn seen<V: Clone>(log: &std::sync::Mutex<Vec<V>>) -> Vec<V> {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}

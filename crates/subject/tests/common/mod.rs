@@ -44,3 +44,32 @@ pub(crate) fn message(payload: &(dyn Any + Send)) -> &str {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("<non-string panic>")
 }
+
+/// A shared log that listeners push into.
+#[derive(Clone, Default)]
+pub(crate) struct Log<T>(std::sync::Arc<std::sync::Mutex<Vec<T>>>);
+
+impl<T: Clone + Send + 'static> Log<T> {
+    pub(crate) fn push(&self, value: T) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(value);
+    }
+
+    /// Everything logged so far, emptying the log.
+    pub(crate) fn take(&self) -> Vec<T> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// A listener that logs a clone of every value.
+    pub(crate) fn listener(&self) -> impl Fn(&T) + Send + Sync + 'static {
+        let log = self.clone();
+        move |value: &T| log.push(value.clone())
+    }
+}
