@@ -413,7 +413,6 @@ impl<T> RawSubject<T> {
             None
         };
         let entry = Entry { id, f };
-        let me = sync::current_thread();
         match state.drainer {
             None => {
                 state.roster.push(entry);
@@ -422,7 +421,7 @@ impl<T> RawSubject<T> {
                     return listener_id;
                 };
                 // Nothing is queued when nobody delivers: take the role and replay first.
-                let (roster, seen) = self.take_role(&mut state, me);
+                let (roster, seen) = self.take_role(&mut state, sync::current_thread());
                 drop(state);
                 let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
                     self.drain(roster, Work::Replay(id, value), seen, None);
@@ -432,7 +431,7 @@ impl<T> RawSubject<T> {
                     panic::resume_unwind(payload);
                 }
             }
-            Some(drainer) if drainer == me => {
+            Some(drainer) if drainer == sync::current_thread() => {
                 // Called from a listener: this thread delivers, and the roster is out. The
                 // immediate call happens now; the listener joins the roster when it returns.
                 drop(state);
