@@ -346,9 +346,9 @@ where
 
     /// A snapshot of every allocated key with its last value.
     ///
-    /// The keys allocated at one moment (a key whose initial value is still being made is
-    /// left out), each with its last value read just after: keys allocated or freed
-    /// concurrently may or may not appear.
+    /// The keys allocated at one moment (waiting for one whose initial value is still being
+    /// made), each with its last value read just after, under that key's lock: keys allocated
+    /// or freed concurrently may or may not appear, and a key allocated before this call does.
     pub fn entries(&self) -> Vec<(K, Option<Arc<V>>)> {
         let mut entries = Vec::new();
         self.registry

@@ -43,10 +43,10 @@
 //! The registry's lock is held only to look a key up, count a lease, or insert or remove an
 //! entry; no user code runs under it except the key's `Eq`. Nobody waits for a cleanup
 //! predicate. The one wait is for an initializer: while a key's value is being created, other
-//! callers of **that key** that need its value (`allocate`, `get`, `entry`, `peek`) wait for
-//! it, and then share the value it made (or, if it panicked, look again and may make one
-//! themselves). Callers of other keys never wait, and neither do `is_allocated`, `len` and
-//! `for_each` (which skips a key still being created).
+//! callers of **that key** that need its value (`allocate`, `get`, `entry`, `peek`, and
+//! `for_each` when it reaches the key) wait for it, and then share the value it made (or, if it
+//! panicked, look again and may make one themselves). Callers of other keys never wait, and
+//! neither do `is_allocated` and `len`.
 //!
 //! So a wait can only be part of a cycle if initializers wait for each other: an initializer
 //! of `a` that needs key `b` while the initializer of `b`, on another thread, needs key `a`

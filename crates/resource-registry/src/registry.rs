@@ -270,7 +270,7 @@ impl<K, V, S> Inner<K, V, S> {
     {
         let mut leases = node.leases.load(Ordering::Relaxed);
         while leases > 1 {
-            match node.leases.compare_exchange_weak(
+            match node.leases.compare_exchange(
                 leases,
                 leases - 1,
                 Ordering::Release,
@@ -590,8 +590,9 @@ impl<K, V, S> Registry<K, V, S> {
     /// Calls `f` with every key allocated at one moment and its value.
     ///
     /// The keys are collected under the lock; `f` runs without it, so it may use this registry.
-    /// A key whose value is still being created is skipped. The values are read as they are
-    /// when `f` runs.
+    /// A key whose value is still being created is waited for, as by [`peek`](Self::peek) (and
+    /// skipped when the caller is that key's initializer): a key allocated before this call is
+    /// visited, with its value. The values are read as they are when `f` runs.
     ///
     /// # Examples
     ///
@@ -605,12 +606,19 @@ impl<K, V, S> Registry<K, V, S> {
     /// assert_eq!(sum, 6);
     /// ```
     pub fn for_each(&self, mut f: impl FnMut(&K, &V)) {
-        let nodes: Vec<_> = lock(&self.inner.table)
-            .nodes()
-            .filter(|node| node.phase() == Phase::Ready)
-            .cloned()
-            .collect();
+        let nodes: Vec<_> = lock(&self.inner.table).nodes().cloned().collect();
         for node in &nodes {
+            if node.phase() != Phase::Ready {
+                if node.initialized_by_caller() {
+                    continue;
+                }
+                let table = lock(&self.inner.table);
+                let (table, ready) = self.inner.wait_for(table, node, false);
+                drop(table);
+                if !ready {
+                    continue;
+                }
+            }
             f(&node.key, node.value());
         }
     }

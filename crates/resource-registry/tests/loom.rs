@@ -175,3 +175,46 @@ fn racing_sweep_frees_only_unleased_entries() {
         assert!(swept + last <= inits);
     });
 }
+
+/// `for_each` visits every key allocated before it, waiting for one whose value is still being
+/// made: the protocol a shutdown relies on. A starter allocates a key and then, under the value's
+/// lock, starts unless a flag is set; a stopper sets the flag and then, under each visited
+/// value's lock, stops what started. Whatever the interleaving, nothing runs unstopped.
+#[test]
+fn for_each_visits_a_key_whose_value_is_being_made() {
+    loom::model(|| {
+        struct Key {
+            running: bool,
+            stopped: bool,
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        let registry = Registry::new(|_: &u8| {
+            loom::sync::Mutex::new(Key {
+                running: false,
+                stopped: false,
+            })
+        });
+        let starter = {
+            let (registry, flag) = (registry.clone(), Arc::clone(&flag));
+            thread::spawn(move || {
+                let lease = registry.allocate(0);
+                let mut key = lease.lock().expect("not poisoned");
+                if !flag.load(Ordering::SeqCst) {
+                    key.running = true;
+                }
+                drop(key);
+                lease
+            })
+        };
+        flag.store(true, Ordering::SeqCst);
+        registry.for_each(|_, key| {
+            let mut key = key.lock().expect("not poisoned");
+            if key.running {
+                key.stopped = true;
+            }
+        });
+        let lease = starter.join().expect("the starter does not panic");
+        let key = lease.lock().expect("not poisoned");
+        assert!(!key.running || key.stopped, "a start escaped the stop");
+    });
+}
