@@ -20,7 +20,9 @@
 //! - **Snapshot at start.** A value goes to the listeners registered when its delivery starts,
 //!   in registration order. A listener added during a delivery does not receive that value
 //!   (unless it asks for it with `immediate`); a listener removed during a delivery is not called
-//!   after its removal returns.
+//!   after its removal returns (a removal made inside another subject's listener, which does not
+//!   wait, guarantees this for every delivery that starts after it: see
+//!   [who waits for whom](#who-waits-for-whom)).
 //! - **By reference.** Listeners receive `&T`; no value is cloned per listener, and `T` needs
 //!   `Clone` only for [`Subject::stream`].
 //! - **Panics are contained, then resumed once.** A panicking listener neither poisons the
