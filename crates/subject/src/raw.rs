@@ -187,8 +187,9 @@ struct State<T> {
     next_id: u64,
     /// Registered listeners, pending ones included.
     listeners: usize,
-    /// Jobs finished by the delivery role. While a thread holds the role, the job it runs is
-    /// number `finished + 1`.
+    /// Jobs started by the delivery role.
+    started: u64,
+    /// Jobs finished by the delivery role; `started - finished` is 0 or 1.
     finished: u64,
     /// Threads blocked in `unlisten` until the job in flight finishes.
     waiters: u32,
@@ -270,6 +271,7 @@ impl<T> State<T> {
     /// Starts the next queued job, for the drainer; `None` when the queue is empty.
     fn start_next(&mut self) -> Option<Work<T>> {
         let job = self.queue.as_mut()?.pop_front()?;
+        self.started += 1;
         Some(match job {
             Job::Deliver(value) => {
                 let is_last = self
@@ -368,6 +370,7 @@ impl<T> RawSubject<T> {
                 queue: None,
                 next_id: 1,
                 listeners: 0,
+                started: 0,
                 finished: 0,
                 waiters: 0,
                 version: base,
@@ -496,8 +499,7 @@ impl<T> RawSubject<T> {
         // what the drainer waits for; every other thread waits for the job in flight.
         let me = sync::current_thread();
         if state.drainer != Some(me) && !sync::in_callback() {
-            // The job in flight: only the drainer's `finish` advances `finished`.
-            let target = state.finished + 1;
+            let target = state.started;
             state.waiters += 1;
             while state.finished < target {
                 state = sync::wait(&self.job_finished, state);
@@ -620,6 +622,7 @@ impl<T> RawSubject<T> {
     /// the removal count it starts from.
     fn take_role(&self, state: &mut State<T>, me: ThreadId) -> (Roster<T>, u64) {
         state.drainer = Some(me);
+        state.started += 1;
         (
             mem::take(&mut state.roster),
             self.removals.load(Ordering::Relaxed),
@@ -649,11 +652,11 @@ impl<T> RawSubject<T> {
         }
         // Nobody delivers, so nothing is queued: this thread takes the role and starts its value
         // in this same critical section, so no replay can slip in before it.
-        let (in_callback, me) = InCallback::enter_on_current_thread();
-        let (roster, seen) = self.take_role(&mut state, me);
+        let (roster, seen) = self.take_role(&mut state, sync::current_thread());
         drop(state);
         self.streams.wake();
         let mut first = retired.drop_caught();
+        let in_callback = InCallback::enter();
         self.call_all(roster.as_slice(), &value, seen, &mut first);
         // Usually not the last reference (`last` holds the value): then no user code runs.
         if let Some(payload) = Arc::into_inner(value).and_then(drop_caught) {

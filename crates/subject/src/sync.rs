@@ -59,26 +59,6 @@ impl InCallback {
         CALLBACKS.with(|depth| depth.set(depth.get() + 1));
         Self(())
     }
-
-    /// [`enter`](Self::enter), also returning [`current_thread`]: one thread-local access.
-    #[cfg(not(loom))]
-    #[inline]
-    pub(crate) fn enter_on_current_thread() -> (Self, ThreadId) {
-        CALLBACKS.with(|depth| {
-            depth.set(depth.get() + 1);
-            let address = std::ptr::from_ref(depth).addr();
-            let id = ThreadId(
-                std::num::NonZeroUsize::new(address).unwrap_or(std::num::NonZeroUsize::MIN),
-            );
-            (Self(()), id)
-        })
-    }
-
-    /// [`enter`](Self::enter), also returning [`current_thread`].
-    #[cfg(loom)]
-    pub(crate) fn enter_on_current_thread() -> (Self, ThreadId) {
-        (Self::enter(), current_thread())
-    }
 }
 
 impl Drop for InCallback {
