@@ -81,16 +81,12 @@ impl<K, V> Node<K, V> {
         self.owner == sync::current_thread()
     }
 
-    /// Stores the value and makes it visible; returns whether someone waits to be told.
-    ///
-    /// (Making the value in place with `OnceLock::get_or_init` saves two moves of it, about 60
-    /// instructions for a subject, but changed the debug build's allocation pattern enough to
-    /// trip `keyrunner/tests/leaks.rs` at exactly 100,000 keys, with no per-key growth; kept
-    /// simple until that is understood.)
-    pub(crate) fn publish(&self, value: V) -> bool {
-        if self.value.set(value).is_err() {
-            unreachable!("only the node's creator sets its value, once");
-        }
+    /// Makes the value with `init`, in place (a subject is large: no move), and makes it
+    /// visible; returns whether someone waits to be told. If `init` panics, nothing is stored
+    /// and the panic propagates.
+    pub(crate) fn initialize(&self, init: impl FnOnce(&K) -> V) -> bool {
+        // Only the node's creator calls this, once, so the closure always runs.
+        self.value.get_or_init(|| init(&self.key));
         self.phase.swap(READY, Ordering::AcqRel) & WAITING != 0
     }
 

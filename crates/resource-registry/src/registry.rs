@@ -233,9 +233,9 @@ impl<K, V, S> Inner<K, V, S> {
     where
         K: Eq,
     {
-        match panic::catch_unwind(AssertUnwindSafe(|| (self.init)(&node.key))) {
-            Ok(value) => {
-                if node.publish(value) {
+        match panic::catch_unwind(AssertUnwindSafe(|| node.initialize(&self.init))) {
+            Ok(waiting) => {
+                if waiting {
                     self.notify_waiters();
                 }
             }
