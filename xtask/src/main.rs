@@ -5,6 +5,7 @@
 //! end. Run `cargo xtask help` for the list.
 
 mod bench;
+mod browser;
 mod tidy;
 
 use std::{
@@ -27,7 +28,8 @@ commands:
   tidy          repository conventions (crate headers, //! docs, dependency allow-list)
   fmt           cargo fmt --all --check
   clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
-  test          cargo test --workspace --all-features (unit, integration and doc tests)
+  test          cargo test --workspace --all-features (unit, integration and doc tests;
+                installs chromium for the browser test when missing, as root)
   doc           cargo doc --workspace --no-deps --all-features, warnings denied
   loom          the loom models in crates/*/tests/loom.rs, in target/loom
   proptest      the model-based property tests with 10,000 cases each, in release
@@ -167,6 +169,8 @@ fn clippy() -> Result {
 }
 
 fn test() -> Result {
+    // The web example's browser test drives a real browser: install it if missing.
+    browser::ensure_installed()?;
     run(cargo().args(["test", "--workspace", "--all-features"]))
 }
 
