@@ -57,11 +57,11 @@ fn next_to_an_unwatched_key_allocates_nothing() {
     // Let both registries grow their tables first.
     drop((shared.subject(0), per_key.subject(0)));
     assert_eq!(
-        allocations_during(|| assert_eq!(*shared.last(&1).unwrap(), 7)),
+        allocations_during(|| assert_eq!(*shared.last(&1).expect("an initial value"), 7)),
         0
     );
     assert_eq!(
-        allocations_during(|| assert_eq!(*per_key.last(&1).unwrap(), 7)),
+        allocations_during(|| assert_eq!(*per_key.last(&1).expect("an initial value"), 7)),
         1
     );
     let with_shared = allocations_during(|| drop(shared.listen(1, |_| {}, true)));
