@@ -6,6 +6,7 @@
 
 mod bench;
 mod browser;
+mod redis;
 mod tidy;
 
 use std::{
@@ -24,17 +25,21 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci            tidy, fmt, clippy, test, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
+  ci            tidy, fmt, clippy, test, faults, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
   tidy          repository conventions (crate headers, //! docs, dependency allow-list)
   fmt           cargo fmt --all --check
   clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
   test          cargo test --workspace --all-features (unit, integration and doc tests;
-                installs chromium for the browser test when missing, as root)
+                installs chromium for the browser test and redis-server for the
+                keyrunner-redis tests when missing, as root)
   doc           cargo doc --workspace --no-deps --all-features, warnings denied
   loom          the loom models in crates/*/tests/loom.rs, in target/loom
   proptest      the model-based property tests with 10,000 cases each, in release
   stress        the multi-threaded stress test with 1,000,000 operations, in release
   leaks         the leak check churning 1,000,000 keys, in release
+  redis-server  install Debian's redis-server if it is missing (the keyrunner-redis tests need it)
+  faults        the keyrunner-redis fault suite's seeded nemesis for 30 s
+  faults --long every fault scenario and a 600 s nemesis
   deny          cargo deny check licenses bans sources (installs cargo-deny if missing)
   bench         cargo bench -p keyrunner-benches, the memory example, the ratio table
   bench --quick a short smoke run of every benchmark (never fails on timing)
@@ -83,6 +88,9 @@ fn main() -> ExitCode {
         ["proptest"] => proptest(),
         ["stress"] => stress(),
         ["leaks"] => leaks(),
+        ["redis-server"] => redis::ensure_server(),
+        ["faults"] => redis::faults(false),
+        ["faults", "--long"] => redis::faults(true),
         ["deny"] => deny(),
         ["bench"] => bench(false),
         ["bench", "--quick"] => bench(true),
@@ -106,11 +114,12 @@ fn main() -> ExitCode {
 fn ci() -> Result {
     // The property, stress and leak suites also run at their default sizes inside `test`; here
     // they run at full size, in release, which takes seconds once built.
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 12] = [
         ("tidy", tidy),
         ("fmt", fmt),
         ("clippy", clippy),
         ("test", test),
+        ("faults", || redis::faults(false)),
         ("doc", doc),
         ("loom", loom),
         ("proptest", proptest),
@@ -171,6 +180,8 @@ fn clippy() -> Result {
 fn test() -> Result {
     // The web example's browser test drives a real browser: install it if missing.
     browser::ensure_installed()?;
+    // The keyrunner-redis tests start private redis-servers: install it if missing.
+    redis::ensure_server()?;
     run(cargo().args(["test", "--workspace", "--all-features"]))
 }
 

@@ -766,8 +766,11 @@ async fn a_reconnect_that_missed_nothing_goes_on_with_the_next_event() {
         (start.event.as_str(), start.id.clone()),
         ("state", format!("{run}.0"))
     );
-    let mut reply = Reply::default();
-    reply.last = Some(Position::default());
+    // The client saw `0.0`.
+    let mut reply = Reply {
+        last: Some(Position::default()),
+        ..Reply::default()
+    };
     reply.apply(&start);
     let end = loop {
         let event = events.next().await.expect("the stream goes on");
