@@ -1,10 +1,15 @@
-//! `cargo xtask`: the project's checks, as one std-only binary.
+//! `cargo xtask`: the project's checks, as one small binary.
 //!
 //! Every subcommand prints the exact command line before running it and, when
 //! a command fails, exits non-zero and prints the failed command again at the
-//! end. Run `cargo xtask help` for the list.
+//! end. Each step installs what it needs (a cargo subcommand, a Debian package)
+//! when it is missing, so `cargo xtask ci` runs on a fresh clone. Run
+//! `cargo xtask help` for the list.
 
 mod bench;
+mod features;
+mod install;
+mod metadata;
 mod tidy;
 
 use std::{
@@ -12,33 +17,107 @@ use std::{
     ffi::OsStr,
     fmt, fs,
     path::{Path, PathBuf},
-    process::{Command, ExitCode, Stdio},
+    process::{Command, ExitCode},
     time::Instant,
 };
 
-/// The cargo-deny release this repository's `deny.toml` is written for.
-const CARGO_DENY_VERSION: &str = "0.20.2";
+/// One step of `cargo xtask ci`, also a subcommand of its own.
+struct Step {
+    name: &'static str,
+    about: &'static str,
+    run: fn() -> Result,
+}
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+/// Every check, in the order `cargo xtask ci` runs them. A new check is one line here; its code
+/// lives in a file of its own.
+const CI: &[Step] = &[
+    Step {
+        name: "tidy",
+        about: "repository conventions and claims (crate headers, //! docs, dependency \
+                allow-list, unused dependencies, MSRV, package metadata, changelog)",
+        run: tidy,
+    },
+    Step {
+        name: "fmt",
+        about: "cargo fmt --all --check",
+        run: fmt,
+    },
+    Step {
+        name: "clippy",
+        about: "cargo clippy --workspace --all-targets --all-features -- -D warnings \
+                (incompatible_msrv checks std APIs against clippy.toml's msrv)",
+        run: clippy,
+    },
+    Step {
+        name: "test",
+        about: "cargo test --workspace --all-features (unit, integration and doc tests)",
+        run: test,
+    },
+    Step {
+        name: "features",
+        about: "each published crate alone, with no features and with each feature alone; \
+                its examples run",
+        run: features::features,
+    },
+    Step {
+        name: "doc",
+        about: "cargo doc --workspace --no-deps --all-features, warnings denied",
+        run: doc,
+    },
+    Step {
+        name: "loom",
+        about: "the loom models in crates/*/tests/loom.rs, in target/loom",
+        run: loom,
+    },
+    Step {
+        name: "proptest",
+        about: "the model-based property tests (tests/model.rs) with 10,000 cases each, in release",
+        run: proptest,
+    },
+    Step {
+        name: "stress",
+        about: "the multi-threaded stress test with 1,000,000 operations, in release",
+        run: stress,
+    },
+    Step {
+        name: "leaks",
+        about: "the leak check churning 1,000,000 keys, in release",
+        run: leaks,
+    },
+    Step {
+        name: "package",
+        about: "cargo package for every published crate, verified against each other; \
+                README and licence texts included",
+        run: features::package,
+    },
+    Step {
+        name: "deny",
+        about: "cargo deny check licenses bans sources (installs cargo-deny if missing)",
+        run: deny,
+    },
+    Step {
+        name: "bench --quick",
+        about: "a short smoke run of every benchmark and of the ratio table (never fails on timing)",
+        run: || bench(true),
+    },
+];
 
-commands:
-  ci            tidy, fmt, clippy, test, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
-  tidy          repository conventions (crate headers, //! docs, dependency allow-list)
-  fmt           cargo fmt --all --check
-  clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
-  test          cargo test --workspace --all-features (unit, integration and doc tests)
-  doc           cargo doc --workspace --no-deps --all-features, warnings denied
-  loom          the loom models in crates/*/tests/loom.rs, in target/loom
-  proptest      the model-based property tests with 10,000 cases each, in release
-  stress        the multi-threaded stress test with 1,000,000 operations, in release
-  leaks         the leak check churning 1,000,000 keys, in release
-  deny          cargo deny check licenses bans sources (installs cargo-deny if missing)
-  bench         cargo bench -p keyrunner-benches, the memory example, the ratio table
-  bench --quick a short smoke run of every benchmark (never fails on timing)
+/// Commands that are not part of `ci`.
+const OTHER_COMMANDS: &str = "\
+  ci             every step above, in that order
+  bench          cargo bench -p keyrunner-benches, the memory example, the ratio table
   bench --report the ratio table of the last bench run, without running anything
-  bench-build   compile every benchmark without running it
-  help          this message";
+  bench-build    compile every benchmark without running it
+  help           this message";
+
+fn usage() -> String {
+    let mut usage = String::from("usage: cargo xtask <command>\n\ncommands:\n");
+    for step in CI {
+        usage.push_str(&format!("  {:<14} {}\n", step.name, step.about));
+    }
+    usage.push_str(OTHER_COMMANDS);
+    usage
+}
 
 /// Why a subcommand failed; printed once, at the very end.
 #[derive(Debug)]
@@ -58,38 +137,27 @@ impl fmt::Display for Error {
     }
 }
 
-type Result<T = ()> = std::result::Result<T, Error>;
-
-/// One subcommand, as `ci` runs it.
-type Step = fn() -> Result;
+type Result<T = (), E = Error> = std::result::Result<T, E>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        [] | ["help" | "--help" | "-h"] => {
-            println!("{USAGE}");
+    let joined = args.join(" ");
+    let result = match joined.as_str() {
+        "" | "help" | "--help" | "-h" => {
+            println!("{}", usage());
             Ok(())
         }
-        ["ci"] => ci(),
-        ["tidy"] => tidy(),
-        ["fmt"] => fmt(),
-        ["clippy"] => clippy(),
-        ["test"] => test(),
-        ["doc"] => doc(),
-        ["loom"] => loom(),
-        ["proptest"] => proptest(),
-        ["stress"] => stress(),
-        ["leaks"] => leaks(),
-        ["deny"] => deny(),
-        ["bench"] => bench(false),
-        ["bench", "--quick"] => bench(true),
-        ["bench", "--report"] => bench_report(false),
-        ["bench-build"] => bench_build(),
-        _ => Err(Error::Other(format!(
-            "unknown arguments: {}\n\n{USAGE}",
-            args.join(" ")
-        ))),
+        "ci" => ci(),
+        "bench" => bench(false),
+        "bench --report" => bench_report(false, false),
+        "bench-build" => bench_build(),
+        name => match CI.iter().find(|step| step.name == name) {
+            Some(step) => (step.run)(),
+            None => Err(Error::Other(format!(
+                "unknown arguments: {joined}\n\n{}",
+                usage()
+            ))),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,43 +168,43 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every check, in order, stopping at the first failure.
+/// Every check, in order, stopping at the first failure; prints how long each step took.
 fn ci() -> Result {
-    // The property, stress and leak suites also run at their default sizes inside `test`; here
-    // they run at full size, in release, which takes seconds once built.
-    let steps: [(&str, Step); 11] = [
-        ("tidy", tidy),
-        ("fmt", fmt),
-        ("clippy", clippy),
-        ("test", test),
-        ("doc", doc),
-        ("loom", loom),
-        ("proptest", proptest),
-        ("stress", stress),
-        ("leaks", leaks),
-        ("deny", deny),
-        // Builds every benchmark and runs each briefly: a smoke test, never a timing check.
-        ("bench --quick", || bench(true)),
-    ];
     let mut timings = Vec::new();
-    for (name, step) in steps {
-        println!("\nxtask: ci: {name}");
+    for step in CI {
+        println!("\nxtask: ci: {}", step.name);
         let started = Instant::now();
-        let outcome = step();
-        timings.push(format!("{name} {:.1}s", started.elapsed().as_secs_f64()));
+        let outcome = (step.run)();
+        timings.push((step.name, started.elapsed().as_secs_f64()));
         if let Err(error) = outcome {
-            eprintln!("\nxtask: ci failed at {name}: {}", timings.join(", "));
+            eprintln!(
+                "\nxtask: ci failed at {}\n{}",
+                step.name,
+                timing_table(&timings)
+            );
             return Err(error);
         }
     }
-    println!("\nxtask: ci passed: {}", timings.join(", "));
+    println!("\nxtask: ci passed\n{}", timing_table(&timings));
     Ok(())
+}
+
+/// `step  12.3s` lines and a total.
+fn timing_table(timings: &[(&str, f64)]) -> String {
+    let mut table = String::new();
+    for (name, seconds) in timings {
+        table.push_str(&format!("  {name:<14} {seconds:>7.1}s\n"));
+    }
+    let total: f64 = timings.iter().map(|(_, seconds)| seconds).sum();
+    table.push_str(&format!("  {:<14} {total:>7.1}s", "total"));
+    table
 }
 
 /// Repository conventions that the compiler and clippy do not check.
 fn tidy() -> Result {
     println!("$ cargo xtask tidy");
-    let problems = tidy::check(&project_root());
+    let workspace = metadata::Workspace::load()?;
+    let problems = tidy::check(&project_root(), &workspace);
     if problems.is_empty() {
         println!("xtask: tidy: ok");
         return Ok(());
@@ -180,9 +248,9 @@ fn doc() -> Result {
 /// `--cfg loom` on and off does not rebuild the normal target.
 fn loom() -> Result {
     let root = project_root();
-    let models = loom_packages(&root)?;
+    let models = packages_with_test("loom")?;
     if models.is_empty() {
-        println!("xtask: loom: no crates/*/tests/loom.rs found");
+        println!("xtask: loom: no crate has a tests/loom.rs");
         return Ok(());
     }
     let rustflags = match env::var("RUSTFLAGS") {
@@ -202,12 +270,23 @@ fn loom() -> Result {
 
 /// The model-based property tests at full size; `cargo test` runs a smaller count.
 fn proptest() -> Result {
-    for package in ["keyrunner-pub-sub", "keyrunner-task-runner-repository"] {
+    for package in packages_with_test("model")? {
         run(cargo()
-            .args(["test", "--release", "--test", "model", "-p", package])
+            .args(["test", "--release", "--test", "model", "-p", &package])
             .env("KEYRUNNER_PROPTEST_CASES", "10000"))?;
     }
     Ok(())
+}
+
+/// The members that have an integration test named `test` (`tests/<test>.rs`).
+fn packages_with_test(test: &str) -> Result<Vec<String>> {
+    let workspace = metadata::Workspace::load()?;
+    Ok(workspace
+        .members
+        .iter()
+        .filter(|package| package.targets_of("test").any(|target| target.name == test))
+        .map(|package| package.name.clone())
+        .collect())
 }
 
 /// The multi-threaded stress test at full size; `cargo test` runs a smaller count.
@@ -240,47 +319,10 @@ fn leaks() -> Result {
         .env("KEYRUNNER_LEAK_KEYS", "1000000"))
 }
 
-/// The package names of the crates that have a `tests/loom.rs`, sorted.
-fn loom_packages(root: &Path) -> Result<Vec<String>> {
-    let mut packages = Vec::new();
-    for dir in tidy::crate_dirs(root) {
-        if !dir.join("tests").join("loom.rs").is_file() {
-            continue;
-        }
-        let manifest_path = dir.join("Cargo.toml");
-        let manifest = read(&manifest_path)?;
-        let name = tidy::package_name(&manifest).ok_or_else(|| {
-            Error::Other(format!(
-                "{}: no `name = \"...\"` line in [package]",
-                manifest_path.display()
-            ))
-        })?;
-        packages.push(name);
-    }
-    Ok(packages)
-}
-
 /// Licence, ban and source policy from `deny.toml`. Advisories need the
 /// RustSec database, which is fetched over git; they are not checked here.
 fn deny() -> Result {
-    let installed = cargo()
-        .args(["deny", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        println!(
-            "xtask: cargo-deny is not installed; installing {CARGO_DENY_VERSION} (takes a few minutes)"
-        );
-        run(cargo().args([
-            "install",
-            "--locked",
-            "cargo-deny",
-            "--version",
-            CARGO_DENY_VERSION,
-        ]))?;
-    }
+    install::cargo_tool(install::CARGO_DENY)?;
     run(cargo().args(["deny", "check", "licenses", "bans", "sources"]))
 }
 
@@ -311,25 +353,33 @@ fn bench(quick: bool) -> Result {
         memory.args(["--", "--quick"]);
     }
     run(&mut memory)?;
-    bench_report(quick)
+    bench_report(quick, true)
 }
 
 /// Prints the ratio table from the estimates criterion left in `target/criterion`, and writes
-/// it to `target/criterion/ratios.md`.
-fn bench_report(quick: bool) -> Result {
+/// it to `target/criterion/ratios.md`. Right after a run (`just_ran`), a row without an estimate
+/// is an error: the table names a benchmark that no longer exists.
+fn bench_report(quick: bool, just_ran: bool) -> Result {
     let table = bench::ratio_table(&project_root());
     if quick {
         println!("\nxtask: bench --quick: a smoke run; these ratios are not measurements\n");
     } else {
         println!("\nxtask: bench: ratios (median over median, same run)\n");
     }
-    println!("{table}");
+    println!("{}", table.markdown);
     let path = project_root()
         .join("target")
         .join("criterion")
         .join("ratios.md");
-    fs::write(&path, &table)
-        .map_err(|error| Error::Other(format!("{}: cannot write: {error}", path.display())))
+    fs::write(&path, &table.markdown)
+        .map_err(|error| Error::Other(format!("{}: cannot write: {error}", path.display())))?;
+    if just_ran && !table.missing.is_empty() {
+        return Err(Error::Other(format!(
+            "the ratio table (xtask/src/bench.rs) names benchmarks the run did not measure: {}",
+            table.missing.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn bench_build() -> Result {
@@ -403,11 +453,6 @@ fn shell_quote(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
-}
-
-fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path)
-        .map_err(|error| Error::Other(format!("{}: cannot read: {error}", path.display())))
 }
 
 #[cfg(test)]
