@@ -1,0 +1,33 @@
+//! One task per key: run on an idle key, stop a running one, and watch the transitions.
+//!
+//! Run it with `cargo run -p keyrunner-task-runner-repository --example run_and_stop`.
+
+use futures::executor::block_on;
+use futures::stream;
+use keyrunner_task_runner_repository::{
+    BoxFuture, Outcome, Reason, StateNode, TaskRunnerRepository,
+};
+
+fn main() {
+    // The repository knows no runtime: any `Fn(BoxFuture)` spawns its runs. Here, a thread each.
+    let syncs: TaskRunnerRepository<&str, u32> = TaskRunnerRepository::new(|run: BoxFuture| {
+        std::thread::spawn(move || block_on(run));
+    });
+    let _watch = syncs.listen("alice", |state| println!("alice: {state:?}"), false);
+
+    // A sync that reports three progress items and completes.
+    let handle = match syncs.state_node("alice") {
+        StateNode::Idle(idle) => idle.run(|_cx| stream::iter([1, 2, 3])).unwrap(),
+        StateNode::Running(_) => unreachable!("nothing runs yet"),
+    };
+    assert_eq!(block_on(handle), Outcome::Completed);
+
+    // A sync that never ends by itself, stopped with a reason.
+    let handle = syncs.run("alice", |_cx| stream::pending::<u32>()).unwrap();
+    if let StateNode::Running(running) = syncs.state_node("alice") {
+        running.stop(Reason::from("user signed out")).unwrap();
+    }
+    let outcome = block_on(handle);
+    println!("second run: {outcome:?}");
+    assert!(matches!(outcome, Outcome::Stopped { .. }));
+}
