@@ -8,7 +8,8 @@ use keyrunner::{Outcome, TaskRunnerRepository};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let builds: TaskRunnerRepository<&str, u32> = TaskRunnerRepository::new(TokioSpawner::current());
+    let builds: TaskRunnerRepository<&str, u32> =
+        TaskRunnerRepository::new(TokioSpawner::current());
     let _watch = builds.listen("main", |state| println!("main: {state:?}"), false);
     let handle = builds
         .run("main", |_cx| stream::iter([10, 50, 100]))

@@ -25,11 +25,20 @@ fn main() {
     let a = slots.allocate("db.internal".to_owned());
     let b = slots.allocate("db.internal".to_owned()); // the same slot: no second "open"
     a.requests.fetch_add(1, Ordering::Relaxed);
-    println!("db.internal served {} request(s)", b.requests.load(Ordering::Relaxed));
+    println!(
+        "db.internal served {} request(s)",
+        b.requests.load(Ordering::Relaxed)
+    );
     drop((a, b));
-    println!("db.internal still allocated: {}", slots.is_allocated("db.internal"));
+    println!(
+        "db.internal still allocated: {}",
+        slots.is_allocated("db.internal")
+    );
 
     drop(slots.allocate("cache.internal".to_owned())); // never used: freed with its lease
-    println!("cache.internal still allocated: {}", slots.is_allocated("cache.internal"));
+    println!(
+        "cache.internal still allocated: {}",
+        slots.is_allocated("cache.internal")
+    );
     assert_eq!(slots.len(), 1);
 }
