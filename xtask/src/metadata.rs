@@ -203,11 +203,30 @@ impl Workspace {
         })
     }
 
-    /// The members that are published libraries, in `cargo metadata`'s order.
+    /// The members that are published libraries, each after the members it depends on (the
+    /// order `cargo package` and `cargo publish` use), ties broken by name.
     pub(crate) fn published(&self) -> impl Iterator<Item = &Package> {
-        self.members
+        let mut pending: Vec<&Package> = self
+            .members
             .iter()
             .filter(|package| package.is_published_library())
+            .collect();
+        pending.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut ordered: Vec<&Package> = Vec::with_capacity(pending.len());
+        while !pending.is_empty() {
+            let ready = pending
+                .iter()
+                .position(|package| {
+                    package.dependencies.iter().all(|dep| {
+                        dep.kind == Kind::Dev
+                            || !pending.iter().any(|other| other.name == dep.name)
+                    })
+                })
+                // A cycle cannot build; keep going in name order rather than loop forever.
+                .unwrap_or(0);
+            ordered.push(pending.remove(ready));
+        }
+        ordered.into_iter()
     }
 }
 
@@ -402,6 +421,41 @@ mod tests {
         assert_eq!(example.required_features, ["serde"]);
         assert_eq!(workspace.graph.len(), 2);
         assert_eq!(workspace.graph[1].rust_version.as_deref(), Some("1.36"));
+    }
+
+    #[test]
+    fn published_crates_come_after_their_dependencies() {
+        let package = |name: &str, deps: &[&str]| Package {
+            name: name.to_owned(),
+            publish: true,
+            dependencies: deps
+                .iter()
+                .map(|dep| Dependency {
+                    name: (*dep).to_owned(),
+                    rename: None,
+                    kind: Kind::Normal,
+                    optional: false,
+                    target: None,
+                })
+                .collect(),
+            targets: vec![Target {
+                name: name.to_owned(),
+                kind: "lib".to_owned(),
+                src_path: PathBuf::from("src/lib.rs"),
+                required_features: Vec::new(),
+            }],
+            ..Package::default()
+        };
+        let workspace = Workspace {
+            members: vec![
+                package("a-umbrella", &["z-layer", "m-layer"]),
+                package("m-layer", &["z-layer", "futures-core"]),
+                package("z-layer", &[]),
+            ],
+            graph: Vec::new(),
+        };
+        let names: Vec<&str> = workspace.published().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["z-layer", "m-layer", "a-umbrella"]);
     }
 
     #[test]
