@@ -327,12 +327,17 @@ fn deny() -> Result {
 }
 
 /// The criterion suite, then the memory binary, then the ratio table (also written to
-/// `target/criterion/ratios.md`). `quick` runs every benchmark briefly and the memory binary at
-/// a small size: a smoke test that the benchmarks still work, which cannot fail on timing.
+/// `target/criterion/ratios.md`).
+///
+/// `quick` is a smoke test that cannot fail on timing: every benchmark runs briefly, the memory
+/// binary at a small size, and every row of the ratio table must find its estimates. It builds
+/// in the `dev` profile, reusing what `test` compiled (the benchmarks' dependencies are the
+/// benches crate's dev-dependencies), instead of compiling everything again with optimizations.
 fn bench(quick: bool) -> Result {
     let mut cmd = cargo();
     cmd.args(["bench", "-p", "keyrunner-benches"]);
     if quick {
+        cmd.args(["--profile", "dev"]);
         // `--bench '*'` keeps the arguments after `--` away from the library's
         // libtest harness, which does not understand them.
         cmd.args(["--bench", "*", "--"]);
@@ -341,16 +346,11 @@ fn bench(quick: bool) -> Result {
     }
     run(&mut cmd)?;
     let mut memory = cargo();
-    memory.args([
-        "run",
-        "--release",
-        "-p",
-        "keyrunner-benches",
-        "--example",
-        "memory",
-    ]);
+    memory.args(["run", "-p", "keyrunner-benches", "--example", "memory"]);
     if quick {
         memory.args(["--", "--quick"]);
+    } else {
+        memory.arg("--release");
     }
     run(&mut memory)?;
     bench_report(quick, true)

@@ -218,8 +218,7 @@ impl Workspace {
                 .iter()
                 .position(|package| {
                     package.dependencies.iter().all(|dep| {
-                        dep.kind == Kind::Dev
-                            || !pending.iter().any(|other| other.name == dep.name)
+                        dep.kind == Kind::Dev || !pending.iter().any(|other| other.name == dep.name)
                     })
                 })
                 // A cycle cannot build; keep going in name order rather than loop forever.
