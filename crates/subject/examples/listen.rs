@@ -15,7 +15,9 @@ fn main() {
     let display = temperature.listen(
         move |celsius: &i32| {
             println!("display: {celsius} °C");
-            log.lock().unwrap().push(*celsius);
+            log.lock()
+                .expect("no one panics holding the log")
+                .push(*celsius);
         },
         true,
     );
@@ -39,5 +41,8 @@ fn main() {
 
     drop(display); // dropping the subscription unsubscribes
     temperature.next(22);
-    assert_eq!(*seen.lock().unwrap(), [20, 21, 35, 25]);
+    assert_eq!(
+        *seen.lock().expect("no one panics holding the log"),
+        [20, 21, 35, 25]
+    );
 }

@@ -17,15 +17,21 @@ fn main() {
 
     // A sync that reports three progress items and completes.
     let handle = match syncs.state_node("alice") {
-        StateNode::Idle(idle) => idle.run(|_cx| stream::iter([1, 2, 3])).unwrap(),
+        StateNode::Idle(idle) => idle
+            .run(|_cx| stream::iter([1, 2, 3]))
+            .expect("an idle node runs unless the repository shut down"),
         StateNode::Running(_) => unreachable!("nothing runs yet"),
     };
     assert_eq!(block_on(handle), Outcome::Completed);
 
     // A sync that never ends by itself, stopped with a reason.
-    let handle = syncs.run("alice", |_cx| stream::pending::<u32>()).unwrap();
+    let handle = syncs
+        .run("alice", |_cx| stream::pending::<u32>())
+        .expect("alice is idle again: her first run completed");
     if let StateNode::Running(running) = syncs.state_node("alice") {
-        running.stop(Reason::from("user signed out")).unwrap();
+        running
+            .stop(Reason::from("user signed out"))
+            .expect("the node saw this very run, which never ends by itself");
     }
     let outcome = block_on(handle);
     println!("second run: {outcome:?}");
