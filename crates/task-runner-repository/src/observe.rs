@@ -103,17 +103,16 @@ impl<S, E> Queue<S, E> {
                 progress: Some(_),
             },
         ) = (self.states.back_mut(), &state)
+            && queued == run
         {
-            if queued == run {
-                if let State::Running {
-                    progress: Some(progress),
-                    ..
-                } = state
-                {
-                    *queued_progress = progress;
-                }
-                return;
+            if let State::Running {
+                progress: Some(progress),
+                ..
+            } = state
+            {
+                *queued_progress = progress;
             }
+            return;
         }
         if self.states.len() == STREAM_CAPACITY {
             self.states.pop_front();
