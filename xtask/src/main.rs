@@ -102,20 +102,23 @@ const CI: &[Step] = &[
     },
 ];
 
-/// Commands that are not part of `ci`.
-const OTHER_COMMANDS: &str = "\
-  ci             every step above, in that order
-  bench          cargo bench -p keyrunner-benches, the memory example, the ratio table
-  bench --report the ratio table of the last bench run, without running anything
-  bench-build    compile every benchmark without running it
-  help           this message";
-
+/// `ci`, and the commands that are not part of it.
+const OTHER_COMMANDS: [&str; 5] = [
+    "ci             every step above, in that order",
+    "bench          cargo bench -p keyrunner-benches, the memory example, the ratio table",
+    "bench --report the ratio table of the last bench run, without running anything",
+    "bench-build    compile every benchmark without running it",
+    "help           this message",
+];
 fn usage() -> String {
     let mut usage = String::from("usage: cargo xtask <command>\n\ncommands:\n");
     for step in CI {
         usage.push_str(&format!("  {:<14} {}\n", step.name, step.about));
     }
-    usage.push_str(OTHER_COMMANDS);
+    for line in OTHER_COMMANDS {
+        usage.push_str(&format!("  {line}\n"));
+    }
+    usage.pop();
     usage
 }
 
