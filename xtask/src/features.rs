@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    Error, Result, cargo, command_line,
+    Error, Result, cargo, command_line, install,
     metadata::{Package, Workspace},
     run,
 };
@@ -70,6 +70,7 @@ fn examples_for<'a>(
 /// `cargo test -p <crate> --no-default-features [--features <set>]` for every published crate
 /// and feature set, each followed by the crate's examples for that set.
 pub(crate) fn features() -> Result {
+    install::debian_packages(install::TEST_PACKAGES)?;
     let workspace = Workspace::load()?;
     for package in workspace.published() {
         for set in combinations(package) {

@@ -59,11 +59,12 @@ pub(crate) fn cargo_tool(tool: CargoTool) -> Result {
     run(cargo().args(["install", "--locked", tool.krate, "--version", tool.version]))
 }
 
+/// The Debian packages the workspace's test suites need (a server or a browser they start),
+/// installed by the `test` and `features` steps before they run any test. Add one line per
+/// package; a step of its own that needs more calls [`debian_packages`] with its own list.
+pub(crate) const TEST_PACKAGES: &[DebianPackage] = &[];
+
 /// A Debian package a step needs.
-#[allow(
-    dead_code,
-    reason = "for the steps that need redis-server or a browser"
-)]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DebianPackage {
     /// The package name, as `apt-get install` takes it.
@@ -84,10 +85,6 @@ pub(crate) struct DebianPackage {
 ///     DebianPackage { name: "fonts-liberation", program: None },
 /// ])?;
 /// ```
-#[allow(
-    dead_code,
-    reason = "for the steps that need redis-server or a browser"
-)]
 pub(crate) fn debian_packages(packages: &[DebianPackage]) -> Result {
     let missing: Vec<&str> = packages
         .iter()

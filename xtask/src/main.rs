@@ -238,6 +238,7 @@ fn clippy() -> Result {
 }
 
 fn test() -> Result {
+    install::debian_packages(install::TEST_PACKAGES)?;
     run(cargo().args(["test", "--workspace", "--all-features"]))
 }
 
