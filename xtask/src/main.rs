@@ -24,82 +24,74 @@ use std::{
 /// One step of `cargo xtask ci`, also a subcommand of its own.
 struct Step {
     name: &'static str,
-    about: &'static str,
     run: fn() -> Result,
+    about: &'static str,
 }
 
-/// Every check, in the order `cargo xtask ci` runs them. A new check is one line here; its code
+const fn step(name: &'static str, run: fn() -> Result, about: &'static str) -> Step {
+    Step { name, run, about }
+}
+
+/// Every check, in the order `cargo xtask ci` runs them. A new check is one entry here; its code
 /// lives in a file of its own.
 const CI: &[Step] = &[
-    Step {
-        name: "tidy",
-        about: "repository conventions and claims (crate headers, //! docs, dependency \
-                allow-list, unused dependencies, MSRV, package metadata, changelog)",
-        run: tidy,
-    },
-    Step {
-        name: "fmt",
-        about: "cargo fmt --all --check",
-        run: fmt,
-    },
-    Step {
-        name: "clippy",
-        about: "cargo clippy --workspace --all-targets --all-features -- -D warnings \
-                (incompatible_msrv checks std APIs against clippy.toml's msrv)",
-        run: clippy,
-    },
-    Step {
-        name: "test",
-        about: "cargo test --workspace --all-features (unit, integration and doc tests)",
-        run: test,
-    },
-    Step {
-        name: "features",
-        about: "each published crate alone, with no features and with each feature alone; \
-                its examples run",
-        run: features::features,
-    },
-    Step {
-        name: "doc",
-        about: "cargo doc --workspace --no-deps --all-features, warnings denied",
-        run: doc,
-    },
-    Step {
-        name: "loom",
-        about: "the loom models in crates/*/tests/loom.rs, in target/loom",
-        run: loom,
-    },
-    Step {
-        name: "proptest",
-        about: "the model-based property tests (tests/model.rs) with 10,000 cases each, in release",
-        run: proptest,
-    },
-    Step {
-        name: "stress",
-        about: "the multi-threaded stress test with 1,000,000 operations, in release",
-        run: stress,
-    },
-    Step {
-        name: "leaks",
-        about: "the leak check churning 1,000,000 keys, in release",
-        run: leaks,
-    },
-    Step {
-        name: "package",
-        about: "cargo package for every published crate, verified against each other; \
-                README and licence texts included",
-        run: features::package,
-    },
-    Step {
-        name: "deny",
-        about: "cargo deny check licenses bans sources (installs cargo-deny if missing)",
-        run: deny,
-    },
-    Step {
-        name: "bench --quick",
-        about: "a short smoke run of every benchmark and of the ratio table (never fails on timing)",
-        run: || bench(true),
-    },
+    step(
+        "tidy",
+        tidy,
+        "conventions and claims: headers, deps, MSRV, metadata, changelog",
+    ),
+    step("fmt", fmt, "cargo fmt --all --check"),
+    step(
+        "clippy",
+        clippy,
+        "cargo clippy, all targets and features, warnings denied",
+    ),
+    step(
+        "test",
+        test,
+        "cargo test --workspace --all-features (incl. doc tests)",
+    ),
+    step(
+        "features",
+        features::features,
+        "each crate alone, each feature alone; examples run",
+    ),
+    step(
+        "doc",
+        doc,
+        "cargo doc --workspace --no-deps --all-features, warnings denied",
+    ),
+    step(
+        "loom",
+        loom,
+        "the loom models (tests/loom.rs), in target/loom",
+    ),
+    step(
+        "proptest",
+        proptest,
+        "the model tests (tests/model.rs), 10,000 cases, release",
+    ),
+    step(
+        "stress",
+        stress,
+        "the stress test with 1,000,000 operations, release",
+    ),
+    step(
+        "leaks",
+        leaks,
+        "the leak check churning 1,000,000 keys, release",
+    ),
+    step(
+        "package",
+        features::package,
+        "cargo package for every published crate",
+    ),
+    step("deny", deny, "cargo deny check licenses bans sources"),
+    step(
+        "bench --quick",
+        || bench(true),
+        "every benchmark briefly, in dev (no timing verdict)",
+    ),
 ];
 
 /// `ci`, and the commands that are not part of it.
@@ -110,6 +102,7 @@ const OTHER_COMMANDS: [&str; 5] = [
     "bench-build    compile every benchmark without running it",
     "help           this message",
 ];
+
 fn usage() -> String {
     let mut usage = String::from("usage: cargo xtask <command>\n\ncommands:\n");
     for step in CI {
