@@ -328,29 +328,71 @@ fn deny() -> Result {
 ///
 /// `quick` is a smoke test that cannot fail on timing: every benchmark runs briefly, the memory
 /// binary at a small size, and every row of the ratio table must find its estimates. It builds
-/// in the `dev` profile, reusing what `test` compiled (the benchmarks' dependencies are the
-/// benches crate's dev-dependencies), instead of compiling everything again with optimizations.
+/// in the `dev` profile with the features `test` used (`--workspace --all-features`), so it
+/// reuses that build instead of compiling every dependency again with optimizations.
 fn bench(quick: bool) -> Result {
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "keyrunner-benches"]);
     if quick {
-        cmd.args(["--profile", "dev"]);
-        // `--bench '*'` keeps the arguments after `--` away from the library's
-        // libtest harness, which does not understand them.
+        cmd.args(["bench", "--workspace", "--all-features", "--profile", "dev"]);
+        // `--bench '*'` selects the benchmark targets only, and keeps the arguments after `--`
+        // away from the libtest harness of the libraries, which does not understand them.
         cmd.args(["--bench", "*", "--"]);
         cmd.args(["--warm-up-time", "0.1", "--measurement-time", "0.2"]);
-        cmd.args(["--sample-size", "10", "--noplot"]);
+        // Criterion's bootstrap (100,000 resamples by default) dominates an unoptimized run;
+        // 1,000 still give every benchmark its estimates.
+        cmd.args(["--sample-size", "10", "--nresamples", "1000", "--noplot"]);
+    } else {
+        cmd.args(["bench", "-p", "keyrunner-benches"]);
     }
     run(&mut cmd)?;
-    let mut memory = cargo();
-    memory.args(["run", "-p", "keyrunner-benches", "--example", "memory"]);
     if quick {
-        memory.args(["--", "--quick"]);
+        // `cargo run` takes one package, whose features would differ from the build above.
+        let memory = built_example("memory", &["--workspace", "--all-features"])?;
+        run(Command::new(memory)
+            .arg("--quick")
+            .current_dir(project_root()))?;
     } else {
-        memory.arg("--release");
+        run(cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "keyrunner-benches",
+            "--example",
+            "memory",
+        ]))?;
     }
-    run(&mut memory)?;
     bench_report(quick, true)
+}
+
+/// Builds example `name` (dev profile) with `args` and returns the path of its executable.
+fn built_example(name: &str, args: &[&str]) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--example",
+        name,
+        "--message-format=json-render-diagnostics",
+    ])
+    .args(args)
+    .stderr(std::process::Stdio::inherit());
+    let line = command_line(&cmd);
+    println!("$ {line}");
+    let output = cmd.output().map_err(|error| Error::Command {
+        line: line.clone(),
+        why: format!("could not start: {error}"),
+    })?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            line,
+            why: output.status.to_string(),
+        });
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|message| serde_json::from_str::<serde_json::Value>(message).ok())
+        .filter(|message| message["target"]["name"] == name)
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| Error::Other(format!("`{line}` reported no executable for `{name}`")))
 }
 
 /// Prints the ratio table from the estimates criterion left in `target/criterion`, and writes
@@ -397,13 +439,17 @@ fn cargo() -> Command {
     cmd
 }
 
-/// Prints the command line, runs it, and turns a failure into an error that
-/// repeats the command line.
+/// Prints the command line, runs it, prints how long it took, and turns a failure into an
+/// error that repeats the command line.
 fn run(cmd: &mut Command) -> Result {
     let line = command_line(cmd);
     println!("$ {line}");
+    let started = Instant::now();
     match cmd.status() {
-        Ok(status) if status.success() => Ok(()),
+        Ok(status) if status.success() => {
+            println!("xtask: {:.1}s: {line}", started.elapsed().as_secs_f64());
+            Ok(())
+        }
         Ok(status) => Err(Error::Command {
             line,
             why: status.to_string(),
