@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    Error, Result, cargo, command_line, install,
+    Error, Result, browser, cargo, command_line, install,
     metadata::{Package, Workspace},
     run,
 };
@@ -71,6 +71,7 @@ fn examples_for<'a>(
 /// and feature set, each followed by the crate's examples for that set.
 pub(crate) fn features() -> Result {
     install::debian_packages(install::TEST_PACKAGES)?;
+    browser::ensure_installed()?;
     let workspace = Workspace::load()?;
     for package in workspace.published() {
         for set in combinations(package) {

@@ -7,6 +7,7 @@
 //! `cargo xtask help` for the list.
 
 mod bench;
+mod browser;
 mod features;
 mod install;
 mod metadata;
@@ -49,7 +50,7 @@ const CI: &[Step] = &[
     step(
         "test",
         test,
-        "cargo test --workspace --all-features (incl. doc tests)",
+        "cargo test --workspace --all-features; installs chromium if missing",
     ),
     step(
         "features",
@@ -232,6 +233,8 @@ fn clippy() -> Result {
 
 fn test() -> Result {
     install::debian_packages(install::TEST_PACKAGES)?;
+    // The web example's browser test drives a real browser: install it if missing.
+    browser::ensure_installed()?;
     run(cargo().args(["test", "--workspace", "--all-features"]))
 }
 
