@@ -1,5 +1,10 @@
 //! Subject fan-out against its peers: `next` to 1 – 1,000 synchronous listeners, and the
 //! `Stream` facade waking 1,000 consumer tasks.
+//!
+//! With `KEYRUNNER_BENCH_LOOP="<benchmark id> <iterations>"` set, the binary skips criterion
+//! and runs that one measurement's body the given number of times: a driver loop for
+//! `valgrind --tool=callgrind`, whose instruction counts are exact where wall-clock times on a
+//! shared machine are not (see `docs/benchmarks.md`).
 
 #[path = "peers/fanout.rs"]
 mod peers;
@@ -9,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use futures::StreamExt;
 use keyrunner::subject::Subject;
 use tokio::sync::watch;
@@ -27,18 +32,12 @@ fn next(c: &mut Criterion) {
     for n in LISTENERS {
         group.throughput(Throughput::Elements(n as u64));
 
-        // Then the same with the retired values' allocations reused: no allocation per value.
-        for (name, reuse) in [("keyrunner", false), ("keyrunner_reuse", true)] {
-            let subject = Subject::new();
-            if reuse {
-                subject.reuse_values();
-            }
-            let subscriptions: Vec<_> = (0..n).map(|_| subject.listen(listener, false)).collect();
-            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
-                b.iter(|| subject.next(black_box(1_u64)));
-            });
-            drop(subscriptions);
-        }
+        let subject = Subject::new();
+        let subscriptions: Vec<_> = (0..n).map(|_| subject.listen(listener, false)).collect();
+        group.bench_with_input(BenchmarkId::new("keyrunner", n), &n, |b, _| {
+            b.iter(|| subject.next(black_box(1_u64)));
+        });
+        drop(subscriptions);
 
         let mut floor = peers::VecLoop::new();
         (0..n).for_each(|_| floor.listen(listener));
@@ -145,5 +144,93 @@ fn stream_wakeup(c: &mut Criterion) {
     group.finish();
 }
 
+/// The body of one measurement, run `iterations` times, for an instruction count.
+fn instruction_loop(id: &str, iterations: u64) {
+    let (name, listeners) = id
+        .strip_prefix("fanout_next/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(name, n)| Some((name, n.parse::<usize>().ok()?)))
+        .unwrap_or(("", 0));
+    match (name, id) {
+        ("keyrunner", _) => {
+            let subject = Subject::new();
+            let _subscriptions: Vec<_> = (0..listeners)
+                .map(|_| subject.listen(listener, false))
+                .collect();
+            (0..iterations).for_each(|_| subject.next(black_box(1_u64)));
+        }
+        ("vec_loop", _) => {
+            let mut floor = peers::VecLoop::new();
+            (0..listeners).for_each(|_| floor.listen(listener));
+            (0..iterations).for_each(|_| floor.next(black_box(1_u64)));
+        }
+        ("broadcast", _) => {
+            let mut broadcast = peers::Broadcast::new();
+            (0..listeners).for_each(|_| broadcast.listen(listener));
+            (0..iterations).for_each(|_| broadcast.next(black_box(1_u64)));
+        }
+        ("watch", _) => {
+            let mut watch = peers::Watch::new(0_u64);
+            (0..listeners).for_each(|_| watch.listen(listener));
+            (0..iterations).for_each(|_| watch.next(black_box(1_u64)));
+        }
+        (_, "stream_wakeup/keyrunner/1000") => {
+            let runtime = current_thread();
+            let subject = Subject::with_value(0_u64);
+            let seen = Arc::new(AtomicUsize::new(0));
+            runtime.block_on(async {
+                for _ in 0..CONSUMERS {
+                    let mut stream = subject.stream();
+                    let seen = Arc::clone(&seen);
+                    tokio::spawn(async move {
+                        while let Some(value) = stream.next().await {
+                            black_box(value);
+                            seen.fetch_add(1, Ordering::AcqRel);
+                        }
+                    });
+                }
+                until(&seen, CONSUMERS).await;
+                wake_all(&seen, iterations, |i| subject.next(i)).await;
+            });
+        }
+        (_, "stream_wakeup/watch/1000") => {
+            let runtime = current_thread();
+            let (sender, _) = watch::channel(0_u64);
+            let seen = Arc::new(AtomicUsize::new(0));
+            runtime.block_on(async {
+                for _ in 0..CONSUMERS {
+                    let mut receiver = sender.subscribe();
+                    let seen = Arc::clone(&seen);
+                    tokio::spawn(async move {
+                        while receiver.changed().await.is_ok() {
+                            black_box(*receiver.borrow_and_update());
+                            seen.fetch_add(1, Ordering::AcqRel);
+                        }
+                    });
+                }
+                sender.send_replace(0);
+                until(&seen, CONSUMERS).await;
+                wake_all(&seen, iterations, |i| {
+                    sender.send_replace(i);
+                })
+                .await;
+            });
+        }
+        _ => panic!("no instruction loop for {id:?}"),
+    }
+}
+
 criterion_group!(benches, next, stream_wakeup);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("KEYRUNNER_BENCH_LOOP") {
+        let (id, iterations) = spec
+            .rsplit_once(' ')
+            .and_then(|(id, n)| Some((id, n.parse().ok()?)))
+            .expect("KEYRUNNER_BENCH_LOOP is \"<benchmark id> <iterations>\"");
+        instruction_loop(id, iterations);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

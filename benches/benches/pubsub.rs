@@ -1,12 +1,16 @@
 //! Keyed pub-sub against its peers: `next` to a key nobody listens to, and listen + unsubscribe
 //! on a fresh key, each with 1,000 other live keys.
+//!
+//! With `KEYRUNNER_BENCH_LOOP="<benchmark id> <iterations>"` set, the binary skips criterion
+//! and runs that one measurement's body the given number of times, for
+//! `valgrind --tool=callgrind` (see `docs/benchmarks.md`).
 
 #[path = "peers/pubsub.rs"]
 mod peers;
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use keyrunner::pub_sub::PubSub;
 
 /// Keys listened to during every measurement.
@@ -86,5 +90,63 @@ fn listen_unsubscribe(c: &mut Criterion) {
     group.finish();
 }
 
+/// The body of one measurement, run `iterations` times, for an instruction count.
+fn instruction_loop(id: &str, iterations: u64) {
+    let mut key = FRESH;
+    match id {
+        "pubsub_next_unwatched/keyrunner" | "pubsub_listen_unsubscribe/keyrunner" => {
+            let keyrunner: PubSub<u64, u64> = PubSub::new();
+            let _live: Vec<_> = (0..LIVE_KEYS)
+                .map(|k| keyrunner.listen(k, listener, false))
+                .collect();
+            if id.starts_with("pubsub_next") {
+                (0..iterations).for_each(|_| keyrunner.next(black_box(FRESH), black_box(1)));
+            } else {
+                for _ in 0..iterations {
+                    key += 1;
+                    keyrunner.listen(key, listener, false).unsubscribe();
+                }
+            }
+        }
+        "pubsub_next_unwatched/mutex_hashmap" | "pubsub_listen_unsubscribe/mutex_hashmap" => {
+            let map = peers::MutexMap::new();
+            let _live: Vec<_> = (0..LIVE_KEYS).map(|k| map.listen(k, listener)).collect();
+            if id.starts_with("pubsub_next") {
+                (0..iterations).for_each(|_| map.next(black_box(FRESH), black_box(1)));
+            } else {
+                for _ in 0..iterations {
+                    key += 1;
+                    drop(map.listen(key, listener));
+                }
+            }
+        }
+        "pubsub_next_unwatched/dashmap" | "pubsub_listen_unsubscribe/dashmap" => {
+            let dash = peers::DashMapPubSub::new();
+            let _live: Vec<_> = (0..LIVE_KEYS).map(|k| dash.listen(k, listener)).collect();
+            if id.starts_with("pubsub_next") {
+                (0..iterations).for_each(|_| dash.next(black_box(FRESH), black_box(1)));
+            } else {
+                for _ in 0..iterations {
+                    key += 1;
+                    drop(dash.listen(key, listener));
+                }
+            }
+        }
+        _ => panic!("no instruction loop for {id:?}"),
+    }
+}
+
 criterion_group!(benches, unwatched_next, listen_unsubscribe);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("KEYRUNNER_BENCH_LOOP") {
+        let (id, iterations) = spec
+            .rsplit_once(' ')
+            .and_then(|(id, n)| Some((id, n.parse().ok()?)))
+            .expect("KEYRUNNER_BENCH_LOOP is \"<benchmark id> <iterations>\"");
+        instruction_loop(id, iterations);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -82,8 +82,7 @@ trait Runner {
 }
 
 impl Runner for TaskRunnerRepository<u64, u64> {
-    type Listener =
-        keyrunner::Subscription<u64, u64, std::convert::Infallible, std::hash::RandomState>;
+    type Listener = keyrunner::Subscription;
 
     fn start(&self, key: u64) {
         self.run(key, never)

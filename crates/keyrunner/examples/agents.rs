@@ -17,8 +17,8 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use keyrunner::task_runner_repository::LastError;
 use keyrunner::{
-    BoxFuture, Outcome, Reason, RunError, RunHandle, State, StateNode, TaskContext,
-    TaskRunnerRepository,
+    Accumulate, Delta, Event, Outcome, Reason, RunError, RunHandle, State, StateNode, TaskContext,
+    TaskRunnerRepository, spawn_fn,
 };
 
 /// The conversations, in display order.
@@ -30,12 +30,24 @@ const EVENT_LINES: usize = 9;
 /// The widest line the terminal view draws, so no line wraps on an 80-column terminal.
 const WIDTH: usize = 79;
 
-/// What an agent streams: its reply so far.
-#[derive(Clone, Debug)]
+/// An agent's reply. The agent streams it as deltas (one word each), which the repository folds
+/// into the reply so far.
+#[derive(Clone, Debug, Default)]
 struct Reply {
     tokens: usize,
     total: usize,
     text: String,
+}
+
+impl Accumulate for Reply {
+    fn accumulate(&mut self, delta: &Self) {
+        if !self.text.is_empty() && !delta.text.is_empty() {
+            self.text.push(' ');
+        }
+        self.text.push_str(&delta.text);
+        self.tokens += delta.tokens;
+        self.total = delta.total;
+    }
 }
 
 /// Why an agent failed.
@@ -52,12 +64,12 @@ impl std::error::Error for AgentError {}
 
 /// One repository for the whole process: a conversation runs at most one agent at a time.
 ///
-/// The spawner is a plain closure over `tokio::spawn`: any `Fn(BoxFuture)` is a spawner.
+/// The spawner is a plain closure over `tokio::spawn`, made a spawner by `spawn_fn`.
 static AGENTS: LazyLock<TaskRunnerRepository<&'static str, Reply, AgentError>> =
     LazyLock::new(|| {
-        TaskRunnerRepository::new(|future: BoxFuture| {
-            drop(tokio::spawn(future));
-        })
+        TaskRunnerRepository::new(spawn_fn(|driver| {
+            drop(tokio::spawn(driver));
+        }))
     });
 
 /// When the demo started; every printed time is relative to it.
@@ -98,34 +110,30 @@ fn token_delay(key: &str, index: usize) -> Duration {
     Duration::from_millis(40 + hash % 81)
 }
 
-/// An agent that streams `reply` word by word; with `fail_at`, its stream yields an error
-/// instead of that word.
+/// An agent that streams `reply` word by word, one delta per word; with `fail_at`, its stream
+/// yields an error instead of that word.
 fn agent(
     reply: &'static str,
     fail_at: Option<usize>,
-) -> impl FnOnce(TaskContext<&'static str>) -> BoxStream<'static, Result<Reply, AgentError>>
+) -> impl FnOnce(TaskContext<&'static str>) -> BoxStream<'static, Result<Delta<Reply>, AgentError>>
 + Send
 + 'static {
     move |cx| {
-        let key = *cx.job_key();
+        let key = *cx.key();
         let words = reply.split_whitespace();
-        let start = Reply {
-            tokens: 0,
-            total: words.clone().count(),
-            text: String::new(),
-        };
-        stream::unfold((words, start), move |(mut words, mut reply)| async move {
+        let total = words.clone().count();
+        stream::unfold((words, 0), move |(mut words, sent)| async move {
             let word = words.next()?;
-            tokio::time::sleep(token_delay(key, reply.tokens)).await;
-            if fail_at == Some(reply.tokens) {
-                return Some((Err(AgentError("model overloaded")), (words, reply)));
+            tokio::time::sleep(token_delay(key, sent)).await;
+            if fail_at == Some(sent) {
+                return Some((Err(AgentError("model overloaded")), (words, sent)));
             }
-            if !reply.text.is_empty() {
-                reply.text.push(' ');
-            }
-            reply.text.push_str(word);
-            reply.tokens += 1;
-            Some((Ok(reply.clone()), (words, reply)))
+            let delta = Reply {
+                tokens: 1,
+                total,
+                text: word.to_owned(),
+            };
+            Some((Ok(Delta(delta)), (words, sent + 1)))
         })
         .boxed()
     }
@@ -138,7 +146,7 @@ fn describe_outcome(outcome: &Outcome<AgentError>) -> String {
             reason: Some(reason),
         } => format!("stopped: {reason}"),
         Outcome::Stopped { reason: None } => "stopped".to_owned(),
-        Outcome::Failed(error) => format!("failed: {error}"),
+        Outcome::Failed { error } => format!("failed: {error}"),
         Outcome::Panicked { message } => {
             format!("panicked: {}", message.as_deref().unwrap_or("?"))
         }
@@ -148,9 +156,10 @@ fn describe_outcome(outcome: &Outcome<AgentError>) -> String {
 
 fn describe_state(state: &State<Reply, AgentError>) -> String {
     match state {
-        State::Idle { last: None } => "idle".to_owned(),
+        State::Idle { last: None, .. } => "idle".to_owned(),
         State::Idle {
             last: Some(outcome),
+            ..
         } => format!("idle, {}", describe_outcome(outcome)),
         State::Running {
             run,
@@ -205,9 +214,10 @@ fn agent_line(key: &'static str) -> String {
     });
     let (colour, status) = match &state {
         State::Running { .. } => ("\x1b[36m", "running".to_owned()),
-        State::Idle { last: None } => ("\x1b[2m", "waiting".to_owned()),
+        State::Idle { last: None, .. } => ("\x1b[2m", "waiting".to_owned()),
         State::Idle {
             last: Some(outcome),
+            ..
         } => {
             let colour = match outcome {
                 Outcome::Completed => "\x1b[32m",
@@ -250,13 +260,21 @@ fn render(first: bool) {
 
 /// Waits until `key` has streamed at least `tokens` tokens; `false` if its run ended first.
 async fn wait_for_tokens(key: &'static str, tokens: usize) -> bool {
-    let mut states = AGENTS.stream(key);
-    while let Some(state) = states.next().await {
-        if state.progress().is_some_and(|reply| reply.tokens >= tokens) {
-            return true;
+    let mut events = AGENTS.stream(key);
+    // The first event carries the reply so far; later ones add a word each.
+    let mut reply = Reply::default();
+    while let Some(event) = events.next().await {
+        match event {
+            Event::State { state, .. } => {
+                if state.last_outcome().is_some() {
+                    return false;
+                }
+                reply = state.progress().cloned().unwrap_or_default();
+            }
+            Event::Delta { delta, .. } => reply.accumulate(&delta),
         }
-        if state.last_outcome().is_some() {
-            return false;
+        if reply.tokens >= tokens {
+            return true;
         }
     }
     false
@@ -280,15 +298,34 @@ async fn main() {
         .map(|key| {
             AGENTS.listen(
                 key,
-                move |state: &State<Reply, AgentError>| {
-                    if let Some(reply) = state.progress() {
-                        LAST_REPLY
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(key, reply.clone());
-                    }
-                    if !*LIVE {
-                        println!("{} {key:<6} {}", elapsed(), describe_state(state));
+                move |event: &Event<Reply, AgentError>| {
+                    let mut replies = LAST_REPLY.lock().unwrap_or_else(PoisonError::into_inner);
+                    match event {
+                        // A run's start (no reply yet) or end (the whole reply).
+                        Event::State { state, .. } => {
+                            if let Some(reply) = state.progress() {
+                                replies.insert(key, reply.clone());
+                            } else if state.is_running() {
+                                replies.insert(key, Reply::default());
+                            }
+                            if !*LIVE {
+                                println!("{} {key:<6} {}", elapsed(), describe_state(state));
+                            }
+                        }
+                        // One more word: fold it into this listener's copy of the reply.
+                        Event::Delta { position, delta } => {
+                            let reply = replies.entry(key).or_default();
+                            reply.accumulate(delta);
+                            if !*LIVE {
+                                println!(
+                                    "{} {key:<6} {position}: +{:?} ({}/{} tokens)",
+                                    elapsed(),
+                                    delta.text,
+                                    reply.tokens,
+                                    reply.total
+                                );
+                            }
+                        }
                     }
                 },
                 false,
@@ -371,16 +408,21 @@ async fn main() {
             let (sink, count) = (Arc::clone(&first), Arc::clone(&late_listener));
             let subscription = AGENTS.listen(
                 "alice",
-                move |state: &State<Reply, AgentError>| {
+                move |event: &Event<Reply, AgentError>| {
                     count.fetch_add(1, Ordering::Relaxed);
                     sink.lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .get_or_insert_with(|| match state {
-                            State::Running {
-                                run,
-                                progress: Some(reply),
+                        .get_or_insert_with(|| match event {
+                            Event::State {
+                                state:
+                                    State::Running {
+                                        run,
+                                        progress: Some(reply),
+                                    },
+                                ..
                             } => format!("{run} at {}/{} tokens", reply.tokens, reply.total),
-                            other => describe_state(other),
+                            Event::State { state, .. } => describe_state(state),
+                            Event::Delta { position, .. } => format!("a delta at {position}"),
                         });
                 },
                 true,
@@ -426,7 +468,7 @@ async fn main() {
     }
     let late = late_listener.load(Ordering::Relaxed);
     event(format_args!(
-        "alice: the late listener was called {late} times (1 replay + transitions)"
+        "alice: the late listener was called {late} times (1 replay + later events)"
     ));
 
     done.store(true, Ordering::Release);
@@ -464,7 +506,8 @@ async fn main() {
         );
     }
 
-    // Graceful shutdown: stops whatever still runs and waits until every stream is dropped.
+    // Graceful shutdown: stops whatever still runs, ends every event stream, and waits until every
+    // task's stream is dropped.
     AGENTS.shutdown(Reason::from("demo over")).await;
     println!(
         "  finished in {:.2}s; shut down with {} tasks alive",

@@ -18,7 +18,7 @@
 //! # Examples
 //!
 //! The singleton pattern: one `static` repository for the whole process. Here every run is
-//! driven on a thread of its own — any `Fn(BoxFuture)` closure is a [`Spawn`]; the
+//! driven on a thread of its own — [`spawn_fn`] makes a [`Spawn`] of any closure; the
 //! [features](#features) bring spawners for real executors.
 //!
 //! ```
@@ -26,33 +26,34 @@
 //! use std::sync::LazyLock;
 //!
 //! use futures::stream;
-//! use keyrunner::{BoxFuture, Outcome, Reason, State, StateNode, TaskRunnerRepository};
+//! use keyrunner::{Delta, Outcome, Reason, StateNode, TaskRunnerRepository, spawn_fn};
 //!
 //! /// One streaming agent per conversation; progress is the reply so far.
 //! static AGENTS: LazyLock<TaskRunnerRepository<String, String>> = LazyLock::new(|| {
-//!     TaskRunnerRepository::new(|future: BoxFuture| {
-//!         std::thread::spawn(move || futures::executor::block_on(future));
-//!     })
+//!     TaskRunnerRepository::new(spawn_fn(|driver| {
+//!         std::thread::spawn(move || futures::executor::block_on(driver));
+//!     }))
 //! });
 //!
-//! // Start a reply for "alice" if she has none going on.
+//! // Start a reply for "alice" if she has none going on. It streams tokens: deltas the
+//! // repository folds into the reply so far.
 //! let alice = "alice".to_string();
 //! let reply = match AGENTS.state_node(alice.clone()) {
 //!     StateNode::Idle(idle) => idle
-//!         .run(|_cx| stream::iter(["Hel", "Hello", "Hello!"].map(String::from)))
+//!         .run(|_cx| stream::iter(["Hel", "lo", "!"].map(|token| Delta(token.to_owned()))))
 //!         .expect("alice was idle a moment ago and nobody else runs her"),
 //!     StateNode::Running(running) => running.handle(),
 //! };
-//! let keep = reply.clone(); // a handle keeps alice's last outcome remembered
+//! let keep = reply.clone(); // a handle keeps alice's last outcome and reply remembered
 //! assert_eq!(reply.await, Outcome::Completed);
-//! assert_eq!(AGENTS.state(&alice), State::Idle { last: Some(Outcome::Completed) });
+//! let state = AGENTS.state(&alice);
+//! assert_eq!(state.last_outcome(), Some(&Outcome::Completed));
+//! assert_eq!(state.progress().map(String::as_str), Some("Hello!"));
 //!
 //! // A reply that never ends by itself, stopped by somebody else with a reason.
 //! let bob = "bob".to_string();
 //! let reply = AGENTS.run(bob.clone(), |_cx| stream::pending::<String>()).unwrap();
-//! if let StateNode::Running(running) = AGENTS.state_node(bob.clone()) {
-//!     running.stop(Reason::from("user interrupted")).expect("it is still that run");
-//! }
+//! AGENTS.stop(&bob, Reason::from("user interrupted")).expect("bob runs");
 //! assert_eq!(
 //!     reply.await,
 //!     Outcome::Stopped { reason: Some(Reason::from("user interrupted")) },
@@ -69,8 +70,12 @@
 //!   runtime that has shut down refuses new runs: `run` returns [`RunError::Spawn`].
 //! - `smol`: `keyrunner::smol::SmolSpawner`, which spawns runs on smol's global executor or on
 //!   an executor of your own.
+//! - `serde`: `Serialize` and `Deserialize` for states, outcomes, events and positions, in a
+//!   JSON form made for JavaScript clients (objects tagged by `"type"`; see
+//!   `docs/wire-format.md`).
 //!
-//! Without either, any `Fn(BoxFuture) + Send + Sync + 'static` closure is a spawner.
+//! Without `tokio` or `smol`, any closure that spawns a [`Driver`] is a spawner, through
+//! [`spawn_fn`].
 //!
 //! # Crate map
 //!
@@ -89,7 +94,8 @@
 //!
 //! A key that is idle, has no listener and no [`RunHandle`] is forgotten, with its last outcome:
 //! memory is bounded by the keys in use. Hold a handle, a listener or a stream to keep an
-//! outcome (see [`task_runner_repository`], "Memory").
+//! outcome, or turn on retention ([`Builder::retain_for`], [`Builder::retain_keys`]); see
+//! [`task_runner_repository`], "Memory".
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -108,9 +114,10 @@ pub use keyrunner_task_runner_repository as task_runner_repository;
 
 #[doc(no_inline)]
 pub use keyrunner_task_runner_repository::{
-    AbortController, AbortSignal, BoxFuture, Conflict, Controller, IdleNode, Observer, Outcome,
-    Reason, RunError, RunHandle, RunId, RunningNode, Shutdown, Spawn, SpawnError, State, StateNode,
-    StateStream, StopError, Subscription, TaskContext, TaskRunnerRepository,
+    AbortCallback, AbortController, AbortSignal, Accumulate, Builder, Clock, Conflict, Controller,
+    Delta, Driver, Event, EventStream, IdleNode, NoError, Observer, Outcome, Position, Reason,
+    RunError, RunHandle, RunId, RunningNode, Shutdown, Spawn, State, StateNode, StopError,
+    Subscription, TaskContext, TaskRunnerRepository, spawn_fn,
 };
 
 #[cfg(feature = "tokio")]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ::smol::Executor;
 
-use crate::{BoxFuture, Spawn};
+use crate::{Driver, Spawn};
 
 /// A [`Spawn`] that runs every run's driver as a detached task on a smol executor: the global
 /// one ([`global`](Self::global)) or one of your own ([`new`](Self::new)).
@@ -73,11 +73,11 @@ impl From<Arc<Executor<'static>>> for SmolSpawner {
 }
 
 impl Spawn for SmolSpawner {
-    fn spawn(&self, future: BoxFuture) {
+    fn spawn(&self, driver: Driver) {
         // Detached: the repository tracks the run through its own handle.
         match &self.executor {
-            Some(executor) => executor.spawn(future).detach(),
-            None => ::smol::spawn(future).detach(),
+            Some(executor) => executor.spawn(driver).detach(),
+            None => ::smol::spawn(driver).detach(),
         }
     }
 }

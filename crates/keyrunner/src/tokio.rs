@@ -2,7 +2,7 @@
 
 use ::tokio::runtime::Handle;
 
-use crate::{BoxFuture, Spawn};
+use crate::{Driver, Spawn};
 
 /// A [`Spawn`] that runs every run's driver as a detached task on a tokio runtime.
 ///
@@ -67,8 +67,8 @@ impl From<Handle> for TokioSpawner {
 }
 
 impl Spawn for TokioSpawner {
-    fn spawn(&self, future: BoxFuture) {
+    fn spawn(&self, driver: Driver) {
         // Detached: the repository tracks the run through its own handle.
-        drop(self.handle.spawn(future));
+        drop(self.handle.spawn(driver));
     }
 }

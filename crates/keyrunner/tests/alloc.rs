@@ -3,19 +3,18 @@
 //!
 //! The allocator counts every thread, so this binary holds this one test only.
 
-use std::alloc::System;
-use std::sync::{Arc, Mutex, PoisonError};
+mod common;
 
+use std::alloc::System;
+
+use common::Queue;
 use futures::executor::LocalPool;
 use futures::stream;
-use futures::task::LocalSpawnExt;
-use keyrunner::{BoxFuture, Outcome, TaskRunnerRepository};
+use keyrunner::{Outcome, TaskRunnerRepository};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-type Queue = Arc<Mutex<Vec<BoxFuture>>>;
 
 /// Allocations made by one run of `items` items on a watched key, driven to its end.
 fn allocations_of_a_run(
@@ -28,13 +27,7 @@ fn allocations_of_a_run(
     let handle = repo
         .run(1, move |_| stream::iter(0..items))
         .expect("the key is idle: the previous run was driven to its end");
-    let drivers = std::mem::take(&mut *queue.lock().unwrap_or_else(PoisonError::into_inner));
-    for driver in drivers {
-        pool.spawner()
-            .spawn_local(driver)
-            .expect("a local pool accepts tasks while it exists");
-    }
-    pool.run_until_stalled();
+    queue.drive(pool);
     assert_eq!(handle.outcome(), Some(Outcome::Completed));
     drop(handle);
     let change = region.change();
@@ -43,14 +36,8 @@ fn allocations_of_a_run(
 
 #[test]
 fn publishing_an_item_allocates_nothing() {
-    let queue: Queue = Arc::default();
-    let spawned = Arc::clone(&queue);
-    let repo = TaskRunnerRepository::<u64, u64>::new(move |future: BoxFuture| {
-        spawned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(future);
-    });
+    let queue = Queue::default();
+    let repo = TaskRunnerRepository::<u64, u64>::new(queue.spawner());
     let mut pool = LocalPool::new();
     // A listener keeps the key (and its subject) between runs; a late-registered listener
     // would not change the count either.

@@ -3,6 +3,9 @@
 //!
 //! Every scenario synchronises through handles, listeners and channels; none sleeps.
 
+mod common;
+
+use common::{ended, on_state};
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
@@ -22,7 +25,7 @@ use keyrunner::{
 
 /// Conversations streaming numbered tokens; a task may fail with a text.
 type Repo = TaskRunnerRepository<String, u32, String>;
-type Sub = Subscription<String, u32, String, std::collections::hash_map::RandomState>;
+type Sub = Subscription;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -75,10 +78,10 @@ impl Recorder {
         let (sender, received) = mpsc::unbounded();
         let subscription = repo.listen(
             key.to_owned(),
-            move |state: &State<u32, String>| {
+            on_state(move |state: &State<u32, String>| {
                 // The receiver outlives the subscription: sending cannot fail.
                 let _ = sender.unbounded_send(state.clone());
-            },
+            }),
             true,
         );
         Self {
@@ -111,11 +114,11 @@ impl Recorder {
 }
 
 fn idle(last: Option<Outcome<String>>) -> State<u32, String> {
-    State::Idle { last }
+    common::idle(last)
 }
 
 fn running(run: keyrunner::RunId, progress: Option<u32>) -> State<u32, String> {
-    State::Running { run, progress }
+    common::running(run, progress)
 }
 
 fn stopped(reason: &str) -> Outcome<String> {
@@ -175,10 +178,13 @@ async fn run_progress_then_completed(repo: &Repo) {
             running(run, Some(1)),
             running(run, Some(2)),
             running(run, Some(3)),
-            idle(Some(Outcome::Completed)),
+            ended(Outcome::Completed, Some(3)),
         ]
     );
-    assert_eq!(repo.state(&key.to_owned()), idle(Some(Outcome::Completed)));
+    assert_eq!(
+        repo.state(&key.to_owned()),
+        ended(Outcome::Completed, Some(3))
+    );
 }
 
 async fn stop_mid_stream_with_a_reason(repo: &Repo) {
@@ -209,7 +215,7 @@ async fn stop_mid_stream_with_a_reason(repo: &Repo) {
     // Idle at once, and the signal fired, before the stream is even dropped.
     assert_eq!(
         repo.state(&key.to_owned()),
-        idle(Some(stopped("user interrupted")))
+        ended(stopped("user interrupted"), Some(1))
     );
     assert_eq!(aborts.load(Ordering::SeqCst), 1);
 
@@ -234,7 +240,7 @@ async fn stop_mid_stream_with_a_reason(repo: &Repo) {
             idle(None),
             running(run, None),
             running(run, Some(1)),
-            idle(Some(stopped("user interrupted"))),
+            ended(stopped("user interrupted"), Some(1)),
         ]
     );
 }
@@ -251,7 +257,9 @@ async fn a_failing_stream_ends_failed(repo: &Repo) {
     let outcome = handle.await;
     assert_eq!(
         outcome,
-        Outcome::Failed(Arc::new("model overloaded".to_owned()))
+        Outcome::Failed {
+            error: Arc::new("model overloaded".to_owned())
+        }
     );
 
     recorder.until_ended().await;
@@ -261,7 +269,7 @@ async fn a_failing_stream_ends_failed(repo: &Repo) {
             idle(None),
             running(run, None),
             running(run, Some(1)),
-            idle(Some(outcome)),
+            ended(outcome, Some(1)),
         ]
     );
     let state = repo.state(&key.to_owned());
@@ -391,13 +399,16 @@ async fn replace_stops_the_running_task_as_superseded(repo: &Repo) {
     assert_eq!(
         recorder.seen[seen_before..],
         [
-            idle(Some(Outcome::Stopped {
-                reason: Some(Reason::superseded())
-            })),
+            ended(
+                Outcome::Stopped {
+                    reason: Some(Reason::superseded())
+                },
+                Some(0)
+            ),
             running(new_id, None),
             running(new_id, Some(4)),
             running(new_id, Some(2)),
-            idle(Some(Outcome::Completed)),
+            ended(Outcome::Completed, Some(2)),
         ]
     );
 }
@@ -555,7 +566,7 @@ async fn stale_completion_of_a_stopped_run_does_not_touch_the_next_run(repo: &Re
                 idle(Some(stopped("interrupted"))),
                 running(next_id, None),
                 running(next_id, Some(1)),
-                idle(Some(Outcome::Completed)),
+                ended(Outcome::Completed, Some(1)),
             ],
             "{late:?}"
         );
@@ -695,12 +706,16 @@ fn a_shut_down_runtime_refuses(runtime: tokio::runtime::Runtime) {
     let Err(error) = refused else {
         panic!("a shut-down runtime cannot run anything");
     };
-    let RunError::Spawn(spawn) = &error else {
+    let RunError::Spawn { run } = &error else {
         panic!("expected a spawn error, got {error:?}");
     };
     assert_eq!(
         error.to_string(),
-        format!("the spawner dropped {} without running it", spawn.run_id())
+        format!("the spawner dropped {run} without running it")
+    );
+    assert!(
+        std::error::Error::source(&error).is_none(),
+        "the sentence is printed once in a chain"
     );
     assert!(
         error.into_task().is_none(),

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream};
 use keyrunner::tokio::TokioSpawner;
 use keyrunner::{
-    Conflict, IdleNode, Outcome, Reason, RunHandle, RunId, RunningNode, State, StateNode,
+    Conflict, Event, IdleNode, Outcome, Reason, RunHandle, RunId, RunningNode, State, StateNode,
     Subscription, TaskRunnerRepository,
 };
 
@@ -37,7 +37,7 @@ const DEADLINE: Duration = Duration::from_secs(300);
 type Item = (u64, u32);
 type Repo = TaskRunnerRepository<u32, Item, String>;
 type TaskStream = Tracked<stream::BoxStream<'static, Result<Item, String>>>;
-type Sub = Subscription<u32, Item, String, std::collections::hash_map::RandomState>;
+type Sub = Subscription;
 
 fn ops() -> usize {
     std::env::var("KEYRUNNER_STRESS_OPS")
@@ -188,8 +188,9 @@ impl Checker {
             }
             State::Running {
                 run,
-                progress: Some((token, seq)),
+                progress: Some(item),
             } => {
+                let (token, seq) = &**item;
                 if fresh {
                     self.running = Some(*run);
                     self.last_run = Some(*run);
@@ -220,7 +221,7 @@ impl Checker {
                 }
                 self.last_item = Some((*token, *seq));
             }
-            State::Idle { last } => {
+            State::Idle { last, .. } => {
                 if !fresh && self.running.is_none() {
                     self.shared
                         .violation(format!("key {key}: idle ({last:?}) after idle"));
@@ -366,11 +367,13 @@ fn hammer(repo: &Repo, shared: &Arc<Shared>, seed: u64, ops: usize) -> Held {
                 });
                 let subscription = repo.listen(
                     key,
-                    move |state| {
-                        checker
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .see(state)
+                    move |event: &Event<Item, String>| {
+                        if let Some(state) = event.state() {
+                            checker
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .see(state);
+                        }
                     },
                     rng.below(2) == 0,
                 );

@@ -32,7 +32,7 @@ use fantoccini::wd::{Capabilities, TimeoutConfiguration};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
-use keyrunner::{Outcome, Reason, State};
+use keyrunner::{Outcome, Reason};
 use serde_json::json;
 
 use crate::agent::RunRequest;
@@ -144,13 +144,13 @@ async fn drive_the_dashboard(browser: &Client, server: Server) -> Result<(), Cmd
     .await?;
     // The server agrees (the page's event stream keeps the key remembered).
     let key = AgentKey::parse("support-42").expect("a valid key");
+    let state = server.agents().state(&key);
+    assert!(state.is_idle(), "{state:?}");
     assert_eq!(
-        server.agents().state(&key),
-        State::Idle {
-            last: Some(Outcome::Stopped {
-                reason: Some(Reason::from(PAGE_STOP_REASON)),
-            }),
-        }
+        state.last_outcome(),
+        Some(&Outcome::Stopped {
+            reason: Some(Reason::from(PAGE_STOP_REASON)),
+        })
     );
     println!("reply when stopped: {reply}");
     // The page lists what runs and what the repository remembers (both keys: the page

@@ -31,9 +31,28 @@
 //!   receiving the value and poisons nothing; the first panic of a delivery resumes from the call
 //!   that was delivering ([`PubSub::next`], [`Topic::next`], [`Topic::update`], or an
 //!   `immediate` [`listen`](PubSub::listen)) once the delivery is done.
-//! - **Callbacks under the lock.** [`initial_value`](Builder::initial_value),
-//!   [`should_cleanup`](Builder::should_cleanup) and the closure of [`Topic::update`] may run
-//!   while a lock is held: they must not call back into the same `PubSub`.
+//! - **Callbacks may call back.** [`initial_value`](Builder::initial_value) and
+//!   [`should_cleanup`](Builder::should_cleanup) run without any lock: they may read this
+//!   `PubSub` (`is_allocated`, `len`, `last`, `topic_if_allocated`) and listen to, publish to or
+//!   release other keys. An `initial_value` that uses its own key panics with a message that
+//!   says so (the topic does not exist until it returns). Only the closure of [`Topic::update`]
+//!   runs under a lock (its topic's): it must not call back into that topic.
+//! - **One allocation, one hash.** Listening to a fresh key allocates one block (the topic's
+//!   subject lives inside the registry's entry for the key; a capture-less listener needs no
+//!   block of its own) and hashes the key once; unsubscribing hashes nothing.
+//! - **The predicate is asked once per release to zero.** `next` to a key nobody holds asks
+//!   it once, before allocating anything; should another value be emitted while its momentary
+//!   hold lasts, its release asks again, about that value.
+//!
+//! # Who waits for whom
+//!
+//! Callers of a key whose `initial_value` is running wait for it (and share the topic it
+//! starts); callers of other keys never do, and nobody waits for `should_cleanup`. Removing a
+//! listener waits for a value being delivered on another thread, except from inside a
+//! listener or an `initial_value`; see
+//! [the subject's rules](keyrunner_subject#who-waits-for-whom). So no wait can close a cycle,
+//! unless `initial_value`s need each other's keys from two threads at once (as two `OnceLock`s
+//! initialized from each other would).
 //!
 //! # Examples
 //!
@@ -80,8 +99,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod pubsub;
-mod slot;
-mod sync;
 mod topic;
 
 pub use pubsub::{Builder, PubSub};

@@ -4,12 +4,12 @@ use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
-use keyrunner_resource_registry::Registry;
-use keyrunner_subject::Subject;
+use keyrunner_resource_registry::{Entry, Lease, Registry};
+use keyrunner_subject::raw::{RawSubject, callback_scope};
 
-use crate::slot::Slot;
 use crate::topic::{Subscription, Topic, TopicStream};
 
 /// Computes the value a topic starts with when its key is allocated.
@@ -27,6 +27,18 @@ impl<K, V> Initial<K, V> {
         match self {
             Self::PerKey(f) => f(key).map(Arc::new),
             Self::Shared(value) => Some(Arc::clone(value)),
+        }
+    }
+
+    /// A fresh topic's subject, inside the registry's initializer. Callers of the key wait for
+    /// it, so `f` runs as a callback: a listener it removes does not wait for a delivery.
+    fn subject_for(&self, key: &K) -> RawSubject<V> {
+        match self {
+            Self::PerKey(f) => match callback_scope(|| f(key)) {
+                Some(value) => RawSubject::with_value(value),
+                None => RawSubject::new(),
+            },
+            Self::Shared(value) => RawSubject::with_shared_value(Arc::clone(value)),
         }
     }
 }
@@ -83,7 +95,7 @@ type ShouldCleanupFn<K, V> = dyn Fn(&K, &V) -> bool + Send + Sync;
 ///
 /// [`Subject`]: keyrunner_subject::Subject
 pub struct PubSub<K, V, S = RandomState> {
-    registry: Registry<K, Slot<V>, S>,
+    registry: Registry<K, RawSubject<V>, S>,
     initial_value: Option<Initial<K, V>>,
     should_cleanup: Option<Arc<ShouldCleanupFn<K, V>>>,
 }
@@ -130,7 +142,6 @@ where
         Builder {
             initial_value: None,
             should_cleanup: None,
-            reuse_values: None,
             hasher: RandomState::new(),
         }
     }
@@ -203,16 +214,32 @@ where
     /// If this call delivers values and a listener panics, the other listeners still receive
     /// the value, and the first panic resumes from here once delivery is done.
     pub fn next(&self, key: K, value: V) {
-        if let Some(lease) = self.registry.get(&key) {
-            lease.next(value);
-            return;
-        }
-        let keep = match &self.should_cleanup {
-            None => false,
-            Some(should_cleanup) => !should_cleanup(&key, &value),
-        };
-        if keep {
-            self.registry.allocate(key).next(value);
+        match self.registry.entry(key) {
+            Entry::Allocated(lease) => emit_then_release(lease, value),
+            Entry::Vacant(vacant) => {
+                let Some(should_cleanup) = &self.should_cleanup else {
+                    // Nobody listens, and the topic would be freed at once: drop the value.
+                    return;
+                };
+                // The question its release would ask, asked first: allocate only to keep.
+                if should_cleanup(vacant.key(), &value) {
+                    return;
+                }
+                let lease = vacant.allocate();
+                let emitted = panic::catch_unwind(AssertUnwindSafe(|| lease.next(value)));
+                let Ok(emission) = emitted else {
+                    drop(lease);
+                    if let Err(payload) = emitted {
+                        panic::resume_unwind(payload);
+                    }
+                    return;
+                };
+                // Should this be the last hold, the answer is known: keep, unless another value
+                // was emitted meanwhile, which the predicate has not seen.
+                lease.release_with(|key, subject| {
+                    subject.emissions() != emission && cleans_up(&**should_cleanup, key, subject)
+                });
+            }
         }
     }
 
@@ -224,7 +251,7 @@ where
     ///
     /// Reading takes no lease: it neither keeps the key nor asks the cleanup predicate again.
     pub fn last(&self, key: &K) -> Option<Arc<V>> {
-        match self.registry.peek(key, |slot| slot.subject.last()) {
+        match self.registry.peek(key, RawSubject::last) {
             Some(last) => last,
             None => self
                 .initial_value
@@ -319,12 +346,13 @@ where
 
     /// A snapshot of every allocated key with its last value.
     ///
-    /// Taken under the registry lock: keys allocated or freed concurrently may or may not
-    /// appear.
+    /// The keys allocated at one moment (waiting for one whose initial value is still being
+    /// made), each with its last value read just after, under that key's lock: keys allocated
+    /// or freed concurrently may or may not appear, and a key allocated before this call does.
     pub fn entries(&self) -> Vec<(K, Option<Arc<V>>)> {
         let mut entries = Vec::new();
         self.registry
-            .for_each(|key, slot| entries.push((key.clone(), slot.subject.last())));
+            .for_each(|key, subject| entries.push((key.clone(), subject.last())));
         entries
     }
 }
@@ -371,8 +399,6 @@ impl<K, V, S> fmt::Debug for PubSub<K, V, S> {
 pub struct Builder<K, V, S = RandomState> {
     initial_value: Option<Initial<K, V>>,
     should_cleanup: Option<Arc<ShouldCleanupFn<K, V>>>,
-    /// `Subject::reuse_values`, taken where `V: Default` is known.
-    reuse_values: Option<fn(&Subject<V>)>,
     hasher: S,
 }
 
@@ -387,8 +413,9 @@ where
     /// before anything was emitted; it is not an emission (the topic still counts as never
     /// having emitted, so it is cleaned up once nobody holds it).
     ///
-    /// `f` runs under the registry lock when the key is allocated: it must not call back into
-    /// this `PubSub`. [`PubSub::last`] also calls it, without the lock, for an unallocated key.
+    /// `f` runs when the key is allocated, without any lock: it may use this `PubSub` for other
+    /// keys (callers of this key wait for it; using the key itself panics).
+    /// [`PubSub::last`] also calls it for a key that is not allocated.
     #[must_use]
     pub fn initial_value(mut self, f: impl Fn(&K) -> Option<V> + Send + Sync + 'static) -> Self {
         self.initial_value = Some(Initial::PerKey(Arc::new(f)));
@@ -427,19 +454,24 @@ where
     /// It receives the key and the topic's last value, and is never asked about a topic that has
     /// never emitted (such a topic is always cleaned up). Default: always clean up.
     ///
-    /// `f` runs under the registry lock when the last holder of a key leaves and during
-    /// [`sweep`](PubSub::sweep): it must not call back into this `PubSub`. [`PubSub::next`] also
-    /// calls it, without the lock, to decide whether a value for an unallocated key is worth
-    /// allocating. If it panics, the key stays allocated and the panic propagates to the caller
-    /// that released the key.
+    /// `f` runs, without any lock, once each time the last holder of a key leaves, and for
+    /// each unheld key in a [`sweep`](PubSub::sweep); it may use this `PubSub`, this key
+    /// included (a key held again while `f` runs stays allocated). [`PubSub::next`] asks it,
+    /// once, whether a value for a key nobody holds is worth allocating. If it panics, the key
+    /// stays allocated and the panic propagates to the caller that released the key.
     #[must_use]
     pub fn should_cleanup(mut self, f: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
         self.should_cleanup = Some(Arc::new(f));
         self
     }
 
-    /// Every topic reuses the allocation of a retired value for a later one (see
-    /// [`Subject::reuse_values`]): a key that keeps receiving values allocates nothing per value.
+    /// Kept so that code written for earlier versions compiles; it does nothing.
+    ///
+    /// Every topic now writes a new value into the allocation of the value it replaces whenever
+    /// nobody else holds that one (see [`Subject::reuse_values`]): a key that keeps receiving
+    /// values allocates nothing per value.
+    ///
+    /// [`Subject::reuse_values`]: keyrunner_subject::Subject::reuse_values
     ///
     /// # Examples
     ///
@@ -454,11 +486,10 @@ where
     /// assert_eq!(build.last().as_deref(), Some(&100));
     /// ```
     #[must_use]
-    pub fn reuse_values(mut self) -> Self
+    pub fn reuse_values(self) -> Self
     where
         V: Default,
     {
-        self.reuse_values = Some(Subject::reuse_values);
         self
     }
 
@@ -468,7 +499,6 @@ where
         Builder {
             initial_value: self.initial_value,
             should_cleanup: self.should_cleanup,
-            reuse_values: self.reuse_values,
             hasher,
         }
     }
@@ -480,22 +510,13 @@ where
         S: BuildHasher,
     {
         let init = self.initial_value.clone();
-        let reuse_values = self.reuse_values;
         let registry = Registry::builder(move |key: &K| {
-            let slot = Slot::new(init.as_ref().and_then(|initial| initial.for_key(key)));
-            if let Some(reuse_values) = reuse_values {
-                reuse_values(&slot.subject);
-            }
-            slot
+            init.as_ref()
+                .map_or_else(RawSubject::new, |initial| initial.subject_for(key))
         });
         let registry = match self.should_cleanup.clone() {
-            Some(should_cleanup) => registry.cleanup(move |key: &K, slot: &Slot<V>| {
-                // A topic that never emitted is always cleaned up; one that did has a last value.
-                !slot.emitted()
-                    || slot
-                        .subject
-                        .last()
-                        .is_none_or(|last| should_cleanup(key, &last))
+            Some(should_cleanup) => registry.cleanup(move |key: &K, subject: &RawSubject<V>| {
+                cleans_up(&*should_cleanup, key, subject)
             }),
             // The registry's default: always free.
             None => registry,
@@ -513,7 +534,26 @@ impl<K, V, S> fmt::Debug for Builder<K, V, S> {
         f.debug_struct("Builder")
             .field("initial_value", &self.initial_value.is_some())
             .field("should_cleanup", &self.should_cleanup.is_some())
-            .field("reuse_values", &self.reuse_values.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether a topic nobody holds is cleaned up: always if it never emitted, else as
+/// `should_cleanup` says about its last value.
+fn cleans_up<K, V>(
+    should_cleanup: &ShouldCleanupFn<K, V>,
+    key: &K,
+    subject: &RawSubject<V>,
+) -> bool {
+    subject.emissions() == 0 || subject.last().is_none_or(|last| should_cleanup(key, &last))
+}
+
+/// Emits `value` on a leased topic, then releases the lease, also when a listener panicked
+/// (the panic resumes after the release, so that the release never runs while unwinding).
+fn emit_then_release<K: Eq, V, S>(lease: Lease<K, RawSubject<V>, S>, value: V) {
+    let emitted = panic::catch_unwind(AssertUnwindSafe(|| lease.next(value)));
+    drop(lease);
+    if let Err(payload) = emitted {
+        panic::resume_unwind(payload);
     }
 }

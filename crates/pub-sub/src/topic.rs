@@ -10,10 +10,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use futures_core::stream::FusedStream;
 use keyrunner_resource_registry::Lease;
-use keyrunner_subject::SubjectStream;
-use pin_project_lite::pin_project;
-
-use crate::slot::Slot;
+use keyrunner_subject::raw::{ListenerId, RawSubject, Watcher};
 
 /// A handle bound to one key's topic; holding it (or any clone) keeps the key allocated.
 ///
@@ -47,7 +44,7 @@ use crate::slot::Slot;
 /// assert!(topics.is_empty());
 /// ```
 pub struct Topic<K, V, S = RandomState> {
-    lease: Lease<K, Slot<V>, S>,
+    lease: Lease<K, RawSubject<V>, S>,
 }
 
 impl<K, V, S> Topic<K, V, S>
@@ -56,7 +53,7 @@ where
     V: Send + Sync + 'static,
     S: BuildHasher,
 {
-    pub(crate) fn new(lease: Lease<K, Slot<V>, S>) -> Self {
+    pub(crate) fn new(lease: Lease<K, RawSubject<V>, S>) -> Self {
         Self { lease }
     }
 
@@ -91,7 +88,7 @@ where
 
     /// The topic's last value (the initial value if nothing was emitted yet), if any.
     pub fn last(&self) -> Option<Arc<V>> {
-        self.lease.subject.last()
+        self.lease.last()
     }
 
     /// Registers `listener` on this topic; with `immediate`, it is first called with the last
@@ -113,7 +110,7 @@ where
 
     /// Number of listeners registered on this topic now.
     pub fn listener_count(&self) -> usize {
-        self.lease.subject.listener_count()
+        self.lease.listener_count()
     }
 }
 
@@ -133,7 +130,7 @@ impl<K: fmt::Debug, V, S> fmt::Debug for Topic<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Topic")
             .field("key", self.lease.key())
-            .field("subject", &self.lease.subject)
+            .field("subject", &*self.lease)
             .finish_non_exhaustive()
     }
 }
@@ -161,9 +158,9 @@ impl<K: fmt::Debug, V, S> fmt::Debug for Topic<K, V, S> {
 /// ```
 #[must_use = "dropping a Subscription unsubscribes the listener and releases its key"]
 pub struct Subscription<K, V, S = RandomState> {
-    // Fields drop in declaration order: the listener is removed before the key is released.
-    subscription: keyrunner_subject::Subscription,
-    lease: Lease<K, Slot<V>, S>,
+    /// `None` only once removed.
+    listener: Option<ListenerId>,
+    lease: Lease<K, RawSubject<V>, S>,
 }
 
 impl<K, V, S> Subscription<K, V, S>
@@ -172,13 +169,15 @@ where
     V: Send + Sync + 'static,
     S: BuildHasher,
 {
-    pub(crate) fn new<F>(lease: Lease<K, Slot<V>, S>, listener: F, immediate: bool) -> Self
+    pub(crate) fn new<F>(lease: Lease<K, RawSubject<V>, S>, listener: F, immediate: bool) -> Self
     where
         F: Fn(&V) + Send + Sync + 'static,
     {
-        let subscription = lease.subject.listen(listener, immediate);
+        // Should an immediate delivery panic, the lease is dropped while unwinding: the key is
+        // released, and the listener was removed already.
+        let listener = lease.listen(listener, immediate);
         Self {
-            subscription,
+            listener: Some(listener),
             lease,
         }
     }
@@ -190,16 +189,21 @@ where
 
     /// Removes the listener, then releases the key; the same as dropping the subscription.
     ///
-    /// When this is called from another thread while the listener is running, it waits for
-    /// that call to finish, so the listener gets nothing after `unsubscribe` returns (a listener
-    /// must therefore not wait on a thread that is unsubscribing it).
+    /// When this is called from another thread while a value is being delivered, it waits until
+    /// that value has reached every listener, so the listener gets nothing after `unsubscribe`
+    /// returns; except when called from inside a listener (or a pub-sub callback), where it
+    /// returns at once: see [who waits for whom](keyrunner_subject#who-waits-for-whom).
     pub fn unsubscribe(self) {
-        let Self {
-            subscription,
-            lease,
-        } = self;
-        subscription.unsubscribe();
-        drop(lease);
+        drop(self);
+    }
+}
+
+impl<K, V, S> Drop for Subscription<K, V, S> {
+    fn drop(&mut self) {
+        // The listener goes first; the lease, a field, is released after this.
+        if let Some(listener) = self.listener.take() {
+            self.lease.unlisten(listener);
+        }
     }
 }
 
@@ -211,40 +215,37 @@ impl<K: fmt::Debug, V, S> fmt::Debug for Subscription<K, V, S> {
     }
 }
 
-pin_project! {
-    /// A latest-value [`Stream`] of one key's topic; it keeps the key allocated while it lives.
-    ///
-    /// The first poll yields the topic's last value, if any; afterwards each poll yields the
-    /// latest value emitted since the previous one: a slow consumer skips intermediate values but
-    /// never misses the latest, nothing is buffered and the publisher never waits. Each yielded
-    /// value is cloned once. The stream does not end by itself (it holds its key); drop it to stop.
-    ///
-    /// Created by [`PubSub::stream`](crate::PubSub::stream) and [`Topic::stream`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use futures::StreamExt;
-    /// use keyrunner_pub_sub::PubSub;
-    ///
-    /// let topics = PubSub::<&str, u32>::builder().initial_value(|_| Some(0)).build();
-    /// let mut stream = topics.stream("k");
-    /// futures::executor::block_on(async {
-    ///     assert_eq!(stream.next().await, Some(0));
-    ///     topics.next("k", 7);
-    ///     assert_eq!(stream.next().await, Some(7));
-    /// });
-    /// assert!(topics.is_allocated("k"));
-    /// drop(stream);
-    /// assert!(!topics.is_allocated("k"));
-    /// ```
-    #[must_use = "streams do nothing unless polled"]
-    pub struct TopicStream<K, V, S = RandomState> {
-        // Declared first so it is dropped before the key is released.
-        #[pin]
-        stream: SubjectStream<V>,
-        lease: Lease<K, Slot<V>, S>,
-    }
+/// A latest-value [`Stream`] of one key's topic; it keeps the key allocated while it lives.
+///
+/// The first poll yields the topic's last value, if any; afterwards each poll yields the
+/// latest value emitted since the previous one: a slow consumer skips intermediate values but
+/// never misses the latest, nothing is buffered and the publisher never waits. Each yielded
+/// value is cloned once. The stream does not end by itself (it holds its key); drop it to stop.
+///
+/// Created by [`PubSub::stream`](crate::PubSub::stream) and [`Topic::stream`].
+///
+/// # Examples
+///
+/// ```
+/// use futures::StreamExt;
+/// use keyrunner_pub_sub::PubSub;
+///
+/// let topics = PubSub::<&str, u32>::builder().initial_value(|_| Some(0)).build();
+/// let mut stream = topics.stream("k");
+/// futures::executor::block_on(async {
+///     assert_eq!(stream.next().await, Some(0));
+///     topics.next("k", 7);
+///     assert_eq!(stream.next().await, Some(7));
+/// });
+/// assert!(topics.is_allocated("k"));
+/// drop(stream);
+/// assert!(!topics.is_allocated("k"));
+/// ```
+#[must_use = "streams do nothing unless polled"]
+pub struct TopicStream<K, V, S = RandomState> {
+    /// `None` only once dropped.
+    watcher: Option<Watcher>,
+    lease: Lease<K, RawSubject<V>, S>,
 }
 
 impl<K, V, S> TopicStream<K, V, S>
@@ -253,9 +254,9 @@ where
     V: Clone + Send + Sync + 'static,
     S: BuildHasher,
 {
-    pub(crate) fn new(lease: Lease<K, Slot<V>, S>) -> Self {
+    pub(crate) fn new(lease: Lease<K, RawSubject<V>, S>) -> Self {
         Self {
-            stream: lease.subject.stream(),
+            watcher: Some(lease.watch()),
             lease,
         }
     }
@@ -270,17 +271,26 @@ impl<K, V: Clone, S> Stream for TopicStream<K, V, S> {
     type Item = V;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
-        self.project().stream.poll_next(cx)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.stream.size_hint()
+        let this = self.get_mut();
+        match &mut this.watcher {
+            Some(watcher) => this.lease.poll_watch(watcher, cx),
+            None => Poll::Ready(None),
+        }
     }
 }
 
 impl<K, V: Clone, S> FusedStream for TopicStream<K, V, S> {
     fn is_terminated(&self) -> bool {
-        self.stream.is_terminated()
+        self.watcher.as_ref().is_none_or(Watcher::is_terminated)
+    }
+}
+
+impl<K, V, S> Drop for TopicStream<K, V, S> {
+    fn drop(&mut self) {
+        // The stream's slot goes first; the lease, a field, is released after this.
+        if let Some(watcher) = self.watcher.take() {
+            self.lease.unwatch(watcher);
+        }
     }
 }
 
@@ -288,7 +298,7 @@ impl<K: fmt::Debug, V, S> fmt::Debug for TopicStream<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TopicStream")
             .field("key", self.lease.key())
-            .field("stream", &self.stream)
+            .field("watcher", &self.watcher)
             .finish_non_exhaustive()
     }
 }

@@ -5,17 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use keyrunner_pub_sub::{PubSub, Subscription};
 
+mod common;
+use common::{push, seen};
+
 type Log = Arc<Mutex<Vec<(&'static str, u32)>>>;
-
-fn push(log: &Log, entry: (&'static str, u32)) {
-    log.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(entry);
-}
-
-fn seen(log: &Log) -> Vec<(&'static str, u32)> {
-    log.lock().unwrap_or_else(PoisonError::into_inner).clone()
-}
 
 #[test]
 fn listener_emits_on_another_key_and_listens_on_its_own() {

@@ -1,29 +1,12 @@
 //! `TopicStream`: latest-value semantics, wake-ups, and the lease it holds on its key.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
 use futures::stream::FusedStream;
-use futures::task::{ArcWake, waker};
+use futures_test::task::new_count_waker;
 use keyrunner_pub_sub::PubSub;
-
-/// A waker that counts how often it was woken.
-struct CountingWaker(AtomicUsize);
-
-impl ArcWake for CountingWaker {
-    fn wake_by_ref(arc_self: &Arc<Self>) {
-        arc_self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let count = Arc::new(CountingWaker(AtomicUsize::new(0)));
-    let waker = waker(Arc::clone(&count));
-    (count, waker)
-}
 
 fn poll<S: Stream + Unpin>(stream: &mut S, waker: &Waker) -> Poll<Option<S::Item>> {
     Pin::new(stream).poll_next(&mut Context::from_waker(waker))
@@ -35,7 +18,7 @@ fn first_poll_yields_the_initial_value() {
         .initial_value(|_| Some(1))
         .build();
     let mut stream = topics.stream("k");
-    let (_, waker) = counting_waker();
+    let (waker, _) = new_count_waker();
     assert_eq!(poll(&mut stream, &waker), Poll::Ready(Some(1)));
     assert_eq!(poll(&mut stream, &waker), Poll::Pending);
 }
@@ -44,7 +27,7 @@ fn first_poll_yields_the_initial_value() {
 fn yields_the_latest_value_skipping_intermediate_ones() {
     let topics: PubSub<&str, u32> = PubSub::new();
     let mut stream = topics.stream("k");
-    let (_, waker) = counting_waker();
+    let (waker, _) = new_count_waker();
     assert_eq!(poll(&mut stream, &waker), Poll::Pending);
     for value in 1..=3 {
         topics.next("k", value);
@@ -58,11 +41,11 @@ fn wakes_on_next() {
     let topics: PubSub<&str, u32> = PubSub::new();
     let topic = topics.subject("k");
     let mut stream = topic.stream();
-    let (count, waker) = counting_waker();
+    let (waker, count) = new_count_waker();
     assert_eq!(poll(&mut stream, &waker), Poll::Pending);
-    assert_eq!(count.0.load(Ordering::SeqCst), 0);
+    assert_eq!(count.get(), 0);
     topic.next(7);
-    assert!(count.0.load(Ordering::SeqCst) >= 1, "the waker fired");
+    assert!(count.get() >= 1, "the waker fired");
     assert_eq!(poll(&mut stream, &waker), Poll::Ready(Some(7)));
     assert!(!stream.is_terminated());
 }
@@ -73,7 +56,7 @@ fn stream_keeps_its_key_allocated_until_dropped() {
     let mut stream = topics.stream("k");
     assert!(topics.is_allocated("k"));
     topics.next("k", 1); // allocated: not dropped
-    let (_, waker) = counting_waker();
+    let (waker, _) = new_count_waker();
     assert_eq!(poll(&mut stream, &waker), Poll::Ready(Some(1)));
     assert_eq!(topics.last(&"k").as_deref(), Some(&1));
     drop(stream);

@@ -1,12 +1,12 @@
 //! Configuration of a registry: its cleanup predicate and hasher.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
 use crate::registry::{Cleanup, Init, Inner, Registry};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Condvar, Mutex};
+use crate::table::Table;
 
 /// Builds a [`Registry`] with a cleanup predicate or a custom hasher.
 ///
@@ -51,16 +51,18 @@ impl<K, V, S> Builder<K, V, S> {
     /// Sets the cleanup predicate: `pred(key, value) == true` means "free the entry".
     ///
     /// It is asked when the last lease of a key is dropped and, for unleased entries, on each
-    /// [`Registry::sweep`]. An entry it keeps stays allocated with no leases. The default frees
-    /// always. The predicate runs under the registry lock and must not call back into this
-    /// registry; if it panics, the panic propagates to whoever dropped the lease or swept, and
-    /// the entry stays allocated.
+    /// [`Registry::sweep`], exactly once per such release. An entry it keeps stays allocated
+    /// with no leases. The default frees always. The predicate runs without the registry's lock:
+    /// it may read this registry and allocate or release keys, its own included (an allocation
+    /// made meanwhile keeps the entry, whatever the predicate answers). If it panics, the panic
+    /// propagates to whoever dropped the lease or swept, and the entry stays allocated.
     pub fn cleanup(mut self, pred: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
         self.cleanup = Some(Box::new(pred));
         self
     }
 
-    /// Sets the hasher the registry's map uses, like [`HashMap::with_hasher`].
+    /// Sets the hasher the registry hashes keys with, like
+    /// [`HashMap::with_hasher`](std::collections::HashMap::with_hasher).
     pub fn hasher<S2: BuildHasher>(self, hasher: S2) -> Builder<K, V, S2> {
         Builder {
             init: self.init,
@@ -70,12 +72,14 @@ impl<K, V, S> Builder<K, V, S> {
     }
 }
 
-impl<K: Eq + Hash + Clone, V, S: BuildHasher> Builder<K, V, S> {
+impl<K: Eq + Hash, V, S: BuildHasher> Builder<K, V, S> {
     /// Creates the registry.
     pub fn build(self) -> Registry<K, V, S> {
         Registry {
             inner: Arc::new(Inner {
-                entries: Mutex::new(HashMap::with_hasher(self.hasher)),
+                table: Mutex::new(Table::new()),
+                initialized: Condvar::new(),
+                hasher: self.hasher,
                 init: self.init,
                 cleanup: self.cleanup,
                 release: Inner::release_lease,

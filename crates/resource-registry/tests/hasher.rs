@@ -54,3 +54,59 @@ fn custom_hasher_registry_keeps_the_contract() {
     assert_eq!(registry.len(), 50, "odd keys are kept");
     registry.for_each(|key, _| assert_eq!(key % 2, 1));
 }
+
+#[test]
+fn each_operation_hashes_its_key_once_and_a_release_never_does() {
+    let hasher = CountingHasher::default();
+    let registry = Registry::builder(|key: &u64| key * 2)
+        .cleanup(|key, _| *key != 7)
+        .hasher(hasher.clone())
+        .build();
+    let hashes = |f: &mut dyn FnMut()| {
+        let before = hasher.built.load(Ordering::SeqCst);
+        f();
+        hasher.built.load(Ordering::SeqCst) - before
+    };
+
+    let mut lease = None;
+    assert_eq!(
+        hashes(&mut || lease = Some(registry.allocate(1))),
+        1,
+        "allocate, fresh key"
+    );
+    assert_eq!(
+        hashes(&mut || drop(registry.allocate(1))),
+        1,
+        "allocate, allocated key"
+    );
+    assert_eq!(hashes(&mut || drop(registry.get(&1))), 1, "get");
+    assert_eq!(
+        hashes(&mut || assert!(registry.is_allocated(&1))),
+        1,
+        "is_allocated"
+    );
+    let mut clone = None;
+    assert_eq!(hashes(&mut || clone = lease.clone()), 0, "clone");
+    assert_eq!(hashes(&mut || drop(clone.take())), 0, "release");
+    assert_eq!(
+        hashes(&mut || drop(lease.take())),
+        0,
+        "release to zero, freed"
+    );
+    assert!(registry.is_empty());
+    assert_eq!(
+        hashes(&mut || drop(registry.allocate(7))),
+        1,
+        "allocate and release, kept"
+    );
+    assert_eq!(
+        hashes(&mut || match registry.entry(2) {
+            keyrunner_resource_registry::Entry::Vacant(vacant) => drop(vacant.allocate()),
+            keyrunner_resource_registry::Entry::Allocated(_) => unreachable!(),
+        }),
+        1,
+        "entry, then allocate the vacant key"
+    );
+    assert_eq!(registry.sweep(), 0);
+    assert_eq!(hashes(&mut || assert_eq!(registry.sweep(), 0)), 0, "sweep");
+}

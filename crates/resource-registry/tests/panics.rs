@@ -1,19 +1,13 @@
 //! A panicking initializer or predicate propagates and leaves the registry consistent.
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use keyrunner_resource_registry::Registry;
 
-fn message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<non-string panic>")
-}
+mod common;
+use common::message;
 
 #[test]
 fn panicking_initializer_allocates_nothing_and_propagates() {

@@ -165,13 +165,47 @@ fn debug_prints_len_without_key_or_value_debug() {
     assert_eq!(format!("{registry:?}"), "Registry { len: 1, .. }");
 }
 
+/// A key whose `Eq` runs a hook: the only user code that runs under the registry's lock.
+struct Spy(u8);
+
+impl std::hash::Hash for Spy {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+thread_local! {
+    static ON_EQ: std::cell::RefCell<Option<Box<dyn FnMut()>>> = const { std::cell::RefCell::new(None) };
+}
+
+impl PartialEq for Spy {
+    fn eq(&self, other: &Self) -> bool {
+        ON_EQ.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook();
+            }
+        });
+        self.0 == other.0
+    }
+}
+
+impl Eq for Spy {}
+
 #[test]
 fn debug_does_not_block_while_the_registry_is_locked() {
-    let registry = Registry::new(|key: &u8| *key);
-    let _lease = registry.allocate(1);
-    let mut printed = String::new();
-    registry.for_each(|_, _| printed = format!("{registry:?}"));
-    assert_eq!(printed, "Registry { len: <locked>, .. }");
+    let registry = Registry::new(|_: &Spy| ());
+    let _lease = registry.allocate(Spy(1));
+    let printed = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
+    ON_EQ.with(|hook| {
+        let (registry, printed) = (registry.clone(), std::rc::Rc::clone(&printed));
+        *hook.borrow_mut() = Some(Box::new(move || {
+            *printed.borrow_mut() = format!("{registry:?}")
+        }));
+    });
+    // The lookup compares keys under the lock.
+    assert!(registry.is_allocated(&Spy(1)));
+    ON_EQ.with(|hook| hook.borrow_mut().take());
+    assert_eq!(*printed.borrow(), "Registry { len: <locked>, .. }");
 }
 
 #[test]

@@ -20,7 +20,9 @@
 //! - **Snapshot at start.** A value goes to the listeners registered when its delivery starts,
 //!   in registration order. A listener added during a delivery does not receive that value
 //!   (unless it asks for it with `immediate`); a listener removed during a delivery is not called
-//!   after its removal returns.
+//!   after its removal returns (a removal made inside another subject's listener, which does not
+//!   wait, guarantees this for every delivery that starts after it: see
+//!   [who waits for whom](#who-waits-for-whom)).
 //! - **By reference.** Listeners receive `&T`; no value is cloned per listener, and `T` needs
 //!   `Clone` only for [`Subject::stream`].
 //! - **Panics are contained, then resumed once.** A panicking listener neither poisons the
@@ -31,10 +33,11 @@
 //! - **Latest-value stream.** A [`SubjectStream`] may skip intermediate values but never misses
 //!   the latest one; it never makes the publisher wait and buffers nothing. It ends when every
 //!   [`Subject`] handle is gone.
-//! - **One allocation per value, or none.** Each value is kept in one `Arc`, shared by `last`,
-//!   the delivery and any replay. With [`Subject::reuse_values`], the allocation of a value that
-//!   nobody holds any more is refilled by the next value: a steady stream allocates nothing, and
-//!   a value someone holds is never touched.
+//! - **No allocation per value.** Each value is kept in one `Arc`, shared by `last`, the
+//!   delivery and any replay. A new value is written into the allocation of the value it
+//!   replaces when nobody else holds that one (no `last()` result, no stream reading it, no
+//!   delivery or replay under way): a steady stream of values allocates nothing, and a value
+//!   someone holds is never touched.
 //!
 //! # Who delivers
 //!
@@ -44,14 +47,33 @@
 //! the value and returns at once; so a value is not necessarily delivered when `next` returns,
 //! and a thread that keeps being fed values keeps delivering them.
 //!
+//! Uncontended, a value costs two short critical sections of the subject's lock (one records
+//! the value and takes the listeners, the other hands them back) and one reference-count
+//! increment and decrement; no lock is held while a listener runs.
+//!
+//! # Who waits for whom
+//!
+//! Nothing a subject does waits, except removing a listener (dropping a [`Subscription`])
+//! while another thread is delivering a value: then the removal waits until that value has
+//! reached every listener, so that the removed listener is not running, and will not run,
+//! once the removal returns. Two kinds of threads never wait there, because another thread
+//! may be waiting for them:
+//!
+//! - the thread delivering that very value (a listener removing itself or another listener
+//!   of the subject it delivers): the removal takes effect before the next call;
+//! - a thread inside a listener of *any* subject, or inside a callback a layer marked with
+//!   [`raw::callback_scope`] (pub-sub's initial values): the removal returns at once. The
+//!   removed listener gets no value whose delivery starts after that; a delivery already under
+//!   way on the other thread may still reach it once, if it had gone past the check.
+//!
+//! So no wait made by a subject can close a cycle: every thread it waits for is a delivering
+//! thread, and a delivering thread never waits in a removal. Listeners must still not block on
+//! a thread that removes a listener from outside any callback (as with a lock).
+//!
 //! # Rules for listeners
 //!
 //! - The closure given to [`Subject::update`] runs under the subject's lock: it must not call
 //!   into the same subject.
-//! - Removing a listener from a thread other than the delivering one waits for the value in
-//!   flight to reach every listener. A listener must therefore not wait on a thread that is
-//!   removing a listener of the same subject (nor on one removing a listener of a subject this
-//!   thread is delivering to).
 //! - A listener that owns a clone of its own [`Subject`] keeps the subject open.
 //!
 //! # Examples
@@ -87,6 +109,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod raw;
 mod stream;
 mod subject;
 mod subscription;

@@ -26,7 +26,10 @@ use std::task::{Context, Poll, Waker};
 use futures_core::{FusedStream, Stream};
 use slab::Slab;
 
-use crate::subject::{Inner, discard};
+#[cfg(doc)]
+use crate::raw::RawSubject;
+use crate::raw::discard;
+use crate::subject::Shared;
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The closed flag in [`Streams::stamp`]; the version sits above it.
@@ -83,6 +86,59 @@ impl Streams {
     /// followed by [`wake`](Self::wake) once the lock is released.
     pub(crate) fn record(&self, version: u64) {
         self.stamp.store(version << 1, Ordering::Release);
+    }
+
+    /// The version last recorded.
+    pub(crate) fn version(&self) -> u64 {
+        self.stamp.load(Ordering::Acquire) >> 1
+    }
+
+    /// Counts a new stream; called under the state lock, so that a publisher that records a
+    /// value after this sees the count.
+    pub(crate) fn count_stream(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Polls the stream `watcher` follows. `latest(seen)` locks the subject's state and returns
+    /// the last value with its version, unless that version is `seen`; then it returns whether
+    /// the subject is closed.
+    pub(crate) fn poll<T: Clone>(
+        &self,
+        watcher: &mut Watcher,
+        cx: &mut Context<'_>,
+        latest: impl Fn(u64) -> Result<(u64, Arc<T>), bool>,
+    ) -> Poll<Option<T>> {
+        if watcher.terminated {
+            return Poll::Ready(None);
+        }
+        let mut armed = false;
+        loop {
+            let stamp = self.stamp.load(Ordering::Acquire);
+            if stamp != watcher.seen << 1 {
+                if stamp == watcher.seen << 1 | CLOSED {
+                    // Closed, and the final version was yielded already: no lock needed.
+                    watcher.terminated = true;
+                    return Poll::Ready(None);
+                }
+                match latest(watcher.seen) {
+                    Ok((version, value)) => {
+                        watcher.seen = version;
+                        return Poll::Ready(Some(T::clone(&value)));
+                    }
+                    Err(true) => {
+                        watcher.terminated = true;
+                        return Poll::Ready(None);
+                    }
+                    Err(false) => {}
+                }
+            }
+            if armed {
+                return Poll::Pending;
+            }
+            // Arm, then look again: a value recorded in between is seen by that second look.
+            self.arm(watcher.key, cx.waker());
+            armed = true;
+        }
     }
 
     /// Marks the subject closed for the streams and wakes them; called once the state says
@@ -142,7 +198,7 @@ impl Streams {
     }
 
     /// Gives a new stream its slot.
-    fn insert(&self) -> usize {
+    pub(crate) fn insert(&self) -> usize {
         sync::lock(&self.waiters)
             .get_or_insert_default()
             .slots
@@ -173,8 +229,10 @@ impl Streams {
         drop(replaced);
     }
 
-    /// Frees the slot at `key` when its stream is dropped.
-    fn remove(&self, key: usize) {
+    /// Frees the slot of a stream that is dropped.
+    pub(crate) fn remove(&self, watcher: Watcher) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        let key = watcher.key;
         let mut waiters = sync::lock(&self.waiters);
         let Some(Waiters { slots, armed, .. }) = waiters.as_deref_mut() else {
             return;
@@ -205,23 +263,32 @@ fn wake(waker: Waker) {
     }
 }
 
-impl<T> Inner<T> {
-    /// Wakes the streams waiting for a change; call after the change was recorded (its stamp
-    /// stored) and the state lock released.
-    #[inline]
-    pub(crate) fn wake_streams(&self) {
-        self.streams.wake();
-    }
+/// Where a latest-value stream of a [`RawSubject`] stands: its slot among the subject's waiters
+/// and the version it yielded last. Made by [`RawSubject::watch`], polled with
+/// [`RawSubject::poll_watch`], given back with [`RawSubject::unwatch`].
+#[must_use = "a watcher keeps its slot in the subject until it is given to `unwatch`"]
+#[derive(Debug)]
+pub struct Watcher {
+    /// This stream's slot in the subject's waiters.
+    key: usize,
+    /// Version of the last item yielded; 0 before the first.
+    seen: u64,
+    terminated: bool,
 }
 
-/// What a stream finds when it looks at its subject.
-enum Latest<T> {
-    /// A value it has not yielded yet, with its version.
-    Value(u64, Arc<T>),
-    /// Nothing new, and the subject is open.
-    Unchanged,
-    /// Nothing new, and the subject is closed.
-    Closed,
+impl Watcher {
+    pub(crate) fn new(key: usize) -> Self {
+        Self {
+            key,
+            seen: 0,
+            terminated: false,
+        }
+    }
+
+    /// Whether the stream has ended (the subject was closed and its last value yielded).
+    pub fn is_terminated(&self) -> bool {
+        self.terminated
+    }
 }
 
 /// A [`Stream`] of a subject's latest value, returned by
@@ -260,45 +327,17 @@ enum Latest<T> {
 /// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct SubjectStream<T> {
-    inner: Arc<Inner<T>>,
-    /// This stream's slot in the subject's waiters.
-    key: usize,
-    /// Version of the last item yielded; 0 before the first.
-    seen: u64,
-    terminated: bool,
+    shared: Arc<Shared<T>>,
+    /// `None` only once dropped.
+    watcher: Option<Watcher>,
 }
 
 impl<T> SubjectStream<T> {
-    pub(crate) fn new(inner: Arc<Inner<T>>) -> Self {
-        let key = inner.streams.insert();
-        {
-            // Counted under the state lock: a publisher that records a value after this sees
-            // the count and locks the waiters; one that recorded before is seen by the stamp
-            // this stream reads next.
-            let _state = inner.lock();
-            inner.streams.live.fetch_add(1, Ordering::Relaxed);
-        }
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+        let watcher = shared.raw.watch();
         Self {
-            inner,
-            key,
-            seen: 0,
-            terminated: false,
-        }
-    }
-
-    /// Looks at the subject, knowing from `stamp` that something changed.
-    fn latest(&self, stamp: u64) -> Latest<T> {
-        if stamp == self.seen << 1 | CLOSED {
-            // Closed, and the final version was yielded already: no lock needed.
-            return Latest::Closed;
-        }
-        let state = self.inner.lock();
-        match &state.last {
-            Some(value) if state.version != self.seen => {
-                Latest::Value(state.version, Arc::clone(value))
-            }
-            _ if state.closed => Latest::Closed,
-            _ => Latest::Unchanged,
+            shared,
+            watcher: Some(watcher),
         }
     }
 }
@@ -308,53 +347,36 @@ impl<T: Clone> Stream for SubjectStream<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = self.get_mut();
-        if this.terminated {
-            return Poll::Ready(None);
-        }
-        let mut armed = false;
-        loop {
-            let stamp = this.inner.streams.stamp.load(Ordering::Acquire);
-            if stamp != this.seen << 1 {
-                match this.latest(stamp) {
-                    Latest::Value(version, value) => {
-                        this.seen = version;
-                        return Poll::Ready(Some(T::clone(&value)));
-                    }
-                    Latest::Closed => {
-                        this.terminated = true;
-                        return Poll::Ready(None);
-                    }
-                    Latest::Unchanged => {}
-                }
-            }
-            if armed {
-                return Poll::Pending;
-            }
-            // Arm, then look again: a value recorded in between is seen by that second look.
-            this.inner.streams.arm(this.key, cx.waker());
-            armed = true;
+        match &mut this.watcher {
+            Some(watcher) => this.shared.raw.poll_watch(watcher, cx),
+            None => Poll::Ready(None),
         }
     }
 }
 
 impl<T: Clone> FusedStream for SubjectStream<T> {
     fn is_terminated(&self) -> bool {
-        self.terminated
+        self.watcher.as_ref().is_none_or(Watcher::is_terminated)
     }
 }
 
 impl<T> Drop for SubjectStream<T> {
     fn drop(&mut self) {
-        self.inner.streams.remove(self.key);
-        self.inner.streams.live.fetch_sub(1, Ordering::Relaxed);
+        if let Some(watcher) = self.watcher.take() {
+            self.shared.raw.unwatch(watcher);
+        }
     }
 }
 
 impl<T> fmt::Debug for SubjectStream<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (seen, terminated) = self
+            .watcher
+            .as_ref()
+            .map_or((0, true), |watcher| (watcher.seen, watcher.terminated));
         f.debug_struct("SubjectStream")
-            .field("seen", &self.seen)
-            .field("terminated", &self.terminated)
+            .field("seen", &seen)
+            .field("terminated", &terminated)
             .finish_non_exhaustive()
     }
 }

@@ -16,11 +16,13 @@ pub(crate) trait Unsubscribe: Send + Sync {
 /// subjects of different types fit in one collection. It holds only a weak reference: it does
 /// not keep the subject alive, and removing a listener from a subject that is gone does nothing.
 ///
-/// Once removal returns, the listener is not called again. Removing it from inside a listener
-/// of the same subject (the delivering thread) returns at once: a call already running, such as
-/// the listener removing itself, finishes normally. Removing it from any other thread while a
-/// value is being delivered waits until that value has reached every listener; so a listener
-/// must not wait on a thread that is removing a listener of its subject.
+/// Once removal returns, the listener is not called again. Removing it from the thread that is
+/// delivering to it (from inside a listener of the same subject) returns at once: a call already
+/// running, such as the listener removing itself, finishes normally. Removing it from any other
+/// thread while a value is being delivered waits until that value has reached every listener;
+/// except from inside a listener of another subject (or a layer's callback): that removal
+/// returns at once, and only a delivery already under way may still reach the listener, once.
+/// See the [crate documentation](crate#who-waits-for-whom).
 ///
 /// # Examples
 ///

@@ -5,17 +5,18 @@
 //! `Weak`, and reference counting is not part of the protocol being checked.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(loom)]
 pub(crate) use loom::thread::ThreadId;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
+use std::cell::Cell;
 use std::sync::{PoisonError, TryLockError};
 
 /// Identifies a live thread: the address of a thread-local, which is cheaper to get than
@@ -25,13 +26,19 @@ use std::sync::{PoisonError, TryLockError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ThreadId(std::num::NonZeroUsize);
 
+// Per thread: how many callbacks (deliveries, or a layer's initializers) it is inside. Its
+// address identifies the thread.
+#[cfg(not(loom))]
+thread_local!(static CALLBACKS: Cell<u32> = const { Cell::new(0) });
+#[cfg(loom)]
+loom::thread_local!(static CALLBACKS: Cell<u32> = Cell::new(0));
+
 /// The id of the calling thread.
 #[cfg(not(loom))]
 pub(crate) fn current_thread() -> ThreadId {
-    thread_local!(static MARK: u8 = const { 0 });
     // Non-zero (so `Option<ThreadId>` is one word): the address of a live thread-local.
-    MARK.with(|mark| {
-        let address = std::ptr::from_ref(mark).addr();
+    CALLBACKS.with(|depth| {
+        let address = std::ptr::from_ref(depth).addr();
         ThreadId(std::num::NonZeroUsize::new(address).unwrap_or(std::num::NonZeroUsize::MIN))
     })
 }
@@ -40,6 +47,30 @@ pub(crate) fn current_thread() -> ThreadId {
 #[cfg(loom)]
 pub(crate) fn current_thread() -> ThreadId {
     loom::thread::current().id()
+}
+
+/// Marks the calling thread as running a callback that other threads may wait for (a delivery,
+/// or an initializer of a layer above) until dropped.
+pub(crate) struct InCallback(());
+
+impl InCallback {
+    #[inline]
+    pub(crate) fn enter() -> Self {
+        CALLBACKS.with(|depth| depth.set(depth.get() + 1));
+        Self(())
+    }
+}
+
+impl Drop for InCallback {
+    #[inline]
+    fn drop(&mut self) {
+        CALLBACKS.with(|depth| depth.set(depth.get() - 1));
+    }
+}
+
+/// Whether the calling thread is inside an [`InCallback`] scope.
+pub(crate) fn in_callback() -> bool {
+    CALLBACKS.with(|depth| depth.get() > 0)
 }
 
 /// Locks `mutex`, ignoring poison: no critical section calls user code except

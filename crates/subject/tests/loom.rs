@@ -3,12 +3,14 @@
 #![cfg(loom)]
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures::Stream;
 use keyrunner_subject::{Subject, SubjectStream};
+// Counters that listeners and threads share are loom's, so that the model checker can
+// interleave their reads and writes with the subject's own steps.
+use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
 /// A log that listeners push into; plain `std`, since listeners never run concurrently.
@@ -286,5 +288,97 @@ fn reused_allocations_never_expose_a_placeholder() {
             seen.iter().position(|v| *v == 5),
         );
         assert!(four < five, "one publisher's values in order: {seen:?}");
+    });
+}
+
+/// The uncontended path (record and start in one critical section, hand the listeners back in
+/// a second) racing a contended one (a value queued, a listener added while the listeners are
+/// out with the deliverer): every value reaches the listener once, in the order recorded, the
+/// added listener gets exactly the values delivered after it joined, and nothing is left
+/// delivering.
+#[test]
+fn uncontended_delivery_racing_a_contended_one() {
+    loom::model(|| {
+        let subject = Subject::new();
+        let (log, late) = (Log::default(), Log::default());
+        let sink = log.clone();
+        let _first = subject.listen(move |value: &u32| sink.push(*value), false);
+        let other = subject.clone();
+        let sink = late.clone();
+        let racer = thread::spawn(move || {
+            other.next(2);
+            other.listen(move |value: &u32| sink.push(*value), false)
+        });
+        subject.next(1);
+        let second = racer.join().expect("the racer does not panic");
+
+        let seen = log.get();
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [1, 2], "each value once: {seen:?}");
+        assert_eq!(
+            subject.last().as_deref(),
+            seen.last(),
+            "delivered in recorded order"
+        );
+        // The listener added by the racer gets the values whose delivery started after it.
+        let joined = late.get();
+        assert!(
+            seen.ends_with(&joined),
+            "{joined:?} is not a suffix of {seen:?}"
+        );
+        assert_eq!(subject.listener_count(), 2);
+        subject.next(3);
+        assert_eq!(log.get().last(), Some(&3));
+        assert_eq!(
+            late.get().last(),
+            Some(&3),
+            "the listener added meanwhile joined"
+        );
+        drop(second);
+    });
+}
+
+/// Listeners of two subjects, delivered on two threads at once, each remove a listener of the
+/// other subject. A removal made inside a listener does not wait for the other delivery, so
+/// this cannot deadlock; once both deliveries are over, the removed listeners get nothing.
+#[test]
+fn cross_removals_from_inside_listeners_never_wait_for_each_other() {
+    loom::model(|| {
+        let (a, b) = (Subject::<u32>::new(), Subject::<u32>::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let victim = |subject: &Subject<u32>| {
+            let calls = Arc::clone(&calls);
+            Arc::new(Mutex::new(Some(subject.listen(
+                move |_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                },
+                false,
+            ))))
+        };
+        let (victim_a, victim_b) = (victim(&a), victim(&b));
+        let remover = |target: &Arc<Mutex<Option<keyrunner_subject::Subscription>>>| {
+            let target = Arc::clone(target);
+            move |_: &u32| {
+                let subscription = target.lock().unwrap_or_else(PoisonError::into_inner).take();
+                drop(subscription);
+            }
+        };
+        let _on_a = a.listen(remover(&victim_b), false);
+        let _on_b = b.listen(remover(&victim_a), false);
+
+        let other = b.clone();
+        let thread_b = thread::spawn(move || other.next(1));
+        a.next(1);
+        thread_b.join().expect("no panic");
+
+        let before = calls.load(Ordering::SeqCst);
+        a.next(2);
+        b.next(2);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "a removed listener was called"
+        );
     });
 }

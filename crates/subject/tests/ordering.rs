@@ -2,53 +2,13 @@
 //! snapshots at emission start, final removal, replay without duplicates.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
 
 use keyrunner_subject::{Subject, Subscription};
 
-/// A shared log that listeners push into.
-#[derive(Clone, Default)]
-struct Log<T>(Arc<Mutex<Vec<T>>>);
-
-impl<T: Clone + Send + 'static> Log<T> {
-    fn push(&self, value: T) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(value);
-    }
-
-    fn take(&self) -> Vec<T> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn listener(&self) -> impl Fn(&T) + Send + Sync + 'static {
-        let log = self.clone();
-        move |value: &T| log.push(value.clone())
-    }
-}
-
-/// Runs `f` on its own thread and fails (instead of hanging) if it does not finish in time:
-/// the assertion behind "does not deadlock".
-fn without_deadlock(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    let worker = thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(Duration::from_secs(30)) {
-        Ok(()) => {}
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(payload) = worker.join() {
-                std::panic::resume_unwind(payload);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("deadlock: the call did not return"),
-    }
-}
+mod common;
+use common::{Log, within_deadline};
 
 #[test]
 fn concurrent_nexts_are_seen_in_one_total_order() {
@@ -165,7 +125,7 @@ fn reentrant_and_concurrent_nexts_share_one_order() {
 
 #[test]
 fn a_listener_may_call_back_into_its_subject() {
-    without_deadlock(|| {
+    within_deadline("a listener calling back into its subject", || {
         let subject = Subject::with_value(0_u32);
         let held = Arc::new(Mutex::new(Vec::<Subscription>::new()));
         let observed = Log::<String>::default();

@@ -1,35 +1,12 @@
 //! Panicking listeners: contained, not swallowed, resumed from the delivering call.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::sync::Once;
 
 use keyrunner_subject::Subject;
 
-/// A shared log that listeners push into.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(char, u32)>>>);
-
-impl Log {
-    fn push(&self, entry: (char, u32)) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(entry);
-    }
-
-    fn take(&self) -> Vec<(char, u32)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-/// The message of a panic payload.
-fn message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
+mod common;
+use common::{Log, message};
 
 /// Silences the report of the panics this file expects (their messages start with
 /// "expected"); every other panic is reported as usual.

@@ -1,6 +1,6 @@
-//! `Subject::reuse_values`: a reused allocation never changes a value someone can still see,
-//! retired values are dropped as promptly as without reuse, and racing publishers and readers
-//! never observe the placeholder.
+//! A subject writes a new value into the allocation of the value it replaces when nobody else
+//! holds that one: a reused allocation never changes a value someone can still see, retired
+//! values are dropped at once, and racing publishers and readers only ever see published values.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
@@ -8,8 +8,7 @@ use std::thread;
 
 use keyrunner_subject::Subject;
 
-/// A value that counts how many of its kind are alive; `Default` is the placeholder.
-#[derive(Default)]
+/// A value that counts how many of its kind are alive.
 struct Tracked {
     number: u64,
     alive: Option<Arc<AtomicUsize>>,
@@ -35,48 +34,39 @@ impl Drop for Tracked {
 
 #[test]
 fn retired_values_are_dropped_at_once_and_listeners_see_every_value() {
-    for reuse in [false, true] {
-        let alive = Arc::new(AtomicUsize::new(0));
-        let subject = Subject::new();
-        if reuse {
-            subject.reuse_values();
+    let alive = Arc::new(AtomicUsize::new(0));
+    let subject = Subject::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let _subscription = subject.listen(
+        move |value: &Tracked| {
+            sink.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(value.number);
+        },
+        false,
+    );
+    for number in 1..=50 {
+        // Every tenth value is read (and the `Arc` dropped) before the next: then the next
+        // value reuses its allocation or not, with the same outcome.
+        if number % 10 == 0 {
+            drop(subject.last());
         }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&seen);
-        let _subscription = subject.listen(
-            move |value: &Tracked| {
-                sink.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(value.number);
-            },
-            false,
-        );
-        for number in 1..=50 {
-            subject.next(Tracked::new(number, &alive));
-            // Only the last value is alive: the one it replaced is gone, not kept as a spare.
-            assert_eq!(
-                alive.load(Ordering::SeqCst),
-                1,
-                "reuse {reuse}, value {number}"
-            );
-        }
-        assert_eq!(
-            *seen.lock().unwrap_or_else(PoisonError::into_inner),
-            (1..=50).collect::<Vec<_>>()
-        );
-        drop(subject);
-        assert_eq!(
-            alive.load(Ordering::SeqCst),
-            0,
-            "reuse {reuse}: all dropped"
-        );
+        subject.next(Tracked::new(number, &alive));
+        // Only the last value is alive: the one it replaced is gone.
+        assert_eq!(alive.load(Ordering::SeqCst), 1, "value {number}");
     }
+    assert_eq!(
+        *seen.lock().unwrap_or_else(PoisonError::into_inner),
+        (1..=50).collect::<Vec<_>>()
+    );
+    drop(subject);
+    assert_eq!(alive.load(Ordering::SeqCst), 0, "all dropped");
 }
 
 #[test]
 fn a_value_someone_holds_is_never_reused() {
     let subject = Subject::new();
-    subject.reuse_values();
     subject.next(String::from("first"));
     subject.next(String::from("second"));
     let held = subject.last().expect("a value was recorded");
@@ -108,13 +98,12 @@ fn a_value_someone_holds_is_never_reused() {
 }
 
 #[test]
-fn racing_publishers_and_readers_never_see_a_placeholder() {
-    // Every published value is non-zero; 0 is the placeholder a reused allocation holds while
-    // it waits. Publishers race each other (so values queue and spares compete), a reader
-    // keeps taking `last()` and a listener checks every delivered value.
+fn racing_publishers_and_readers_only_see_published_values() {
+    // Every published value is non-zero. Publishers race each other (so values queue and
+    // allocations are reused or not), a reader keeps taking `last()` and a listener checks
+    // every delivered value.
     const PER_THREAD: u64 = 20_000;
     let subject = Subject::with_value(1_u64);
-    subject.reuse_values();
     let zeros = Arc::new(AtomicUsize::new(0));
     let delivered = Arc::new(AtomicUsize::new(0));
     let (count, sink) = (Arc::clone(&delivered), Arc::clone(&zeros));
@@ -151,37 +140,31 @@ fn racing_publishers_and_readers_never_see_a_placeholder() {
             }
         });
     });
-    assert_eq!(zeros.load(Ordering::Relaxed), 0, "a placeholder was seen");
+    assert_eq!(
+        zeros.load(Ordering::Relaxed),
+        0,
+        "an unpublished value was seen"
+    );
     assert_eq!(delivered.load(Ordering::Relaxed), 2 * PER_THREAD as usize);
 }
 
-/// A value whose placeholder (`Default`) panics when dropped.
+/// A value that panics when dropped, if armed.
 struct Bomb {
     number: u64,
     armed: bool,
 }
 
-impl Default for Bomb {
-    fn default() -> Self {
-        Self {
-            number: 0,
-            armed: true,
-        }
-    }
-}
-
 impl Drop for Bomb {
     fn drop(&mut self) {
         if self.armed && !thread::panicking() {
-            panic!("placeholder dropped");
+            panic!("value dropped");
         }
     }
 }
 
 #[test]
-fn a_panicking_placeholder_is_resumed_after_delivery_and_the_subject_goes_on() {
+fn a_panic_dropping_a_replaced_value_is_resumed_after_delivery_and_the_subject_goes_on() {
     let subject = Subject::new();
-    subject.reuse_values();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     let _subscription = subject.listen(
@@ -192,31 +175,30 @@ fn a_panicking_placeholder_is_resumed_after_delivery_and_the_subject_goes_on() {
         },
         false,
     );
-    let bomb = |number| Bomb {
-        number,
-        armed: false,
-    };
-    let mut panics = 0;
+    let mut panicked = Vec::new();
     for number in 1..=6 {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            subject.next(bomb(number));
+            subject.next(Bomb {
+                number,
+                armed: number % 2 == 0,
+            });
         }));
         if let Err(payload) = outcome {
-            assert_eq!(payload.downcast_ref::<&str>(), Some(&"placeholder dropped"));
-            panics += 1;
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"value dropped"));
+            panicked.push(number);
         }
     }
-    // Once a spare exists, every reuse drops a placeholder; every value was still delivered.
-    assert!(panics > 0, "the placeholder was never dropped");
+    // The even values panicked when the next value replaced them; every value was delivered.
+    assert_eq!(panicked, [3, 5]);
     assert_eq!(
         *seen.lock().unwrap_or_else(PoisonError::into_inner),
         [1, 2, 3, 4, 5, 6]
     );
     assert_eq!(subject.last().map(|last| last.number), Some(6));
-    // The spare, with its placeholder, goes when the subject closes.
+    // The last value goes when the subject does.
     let closing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(subject)));
     assert!(
         closing.is_err(),
-        "the spare's placeholder is dropped on close"
+        "the last value is dropped with the subject"
     );
 }

@@ -10,37 +10,27 @@ use std::thread;
 use futures::executor::block_on;
 use futures::stream::{FusedStream, Stream, StreamExt};
 use futures::task::{ArcWake, waker};
+use futures_test::task::{AwokenCount, new_count_waker};
 use keyrunner_subject::{Subject, SubjectStream};
 
-/// A waker that counts its wake-ups.
-#[derive(Default)]
-struct CountingWaker(AtomicUsize);
-
-impl ArcWake for CountingWaker {
-    fn wake_by_ref(arc_self: &Arc<Self>) {
-        arc_self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Polls `stream` once with a counting waker.
+/// Polls a stream with a waker that counts its wake-ups.
 struct Poller {
-    wakes: Arc<CountingWaker>,
+    waker: Waker,
+    wakes: AwokenCount,
 }
 
 impl Poller {
     fn new() -> Self {
-        Self {
-            wakes: Arc::default(),
-        }
+        let (waker, wakes) = new_count_waker();
+        Self { waker, wakes }
     }
 
     fn poll<T: Clone>(&self, stream: &mut SubjectStream<T>) -> Poll<Option<T>> {
-        let waker = waker(Arc::clone(&self.wakes));
-        Pin::new(stream).poll_next(&mut Context::from_waker(&waker))
+        Pin::new(stream).poll_next(&mut Context::from_waker(&self.waker))
     }
 
     fn wakes(&self) -> usize {
-        self.wakes.0.load(Ordering::SeqCst)
+        self.wakes.get()
     }
 }
 

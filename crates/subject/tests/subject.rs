@@ -2,29 +2,11 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+mod common;
+use common::Log;
 use keyrunner_subject::{Subject, Subscription};
 
 /// A shared log that listeners push into.
-#[derive(Clone, Default)]
-struct Log<T>(Arc<Mutex<Vec<T>>>);
-
-impl<T: Clone + Send + 'static> Log<T> {
-    fn push(&self, value: T) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(value);
-    }
-
-    fn take(&self) -> Vec<T> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn listener(&self) -> impl Fn(&T) + Send + Sync + 'static {
-        let log = self.clone();
-        move |value: &T| log.push(value.clone())
-    }
-}
 
 #[test]
 fn listener_receives_values_until_unsubscribed() {

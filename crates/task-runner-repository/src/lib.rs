@@ -9,15 +9,22 @@
 //!
 //! - A [`TaskRunnerRepository`] is created once — typically a `static` behind
 //!   [`LazyLock`](std::sync::LazyLock) — and holds one runner per key.
-//! - A key's [`State`] is `Idle { last }` (with the last run's [`Outcome`]) or
-//!   `Running { run, progress }` (with the task's last item).
+//! - A key's [`State`] is `Idle { last, progress }` (the last run's [`Outcome`] and final
+//!   progress) or `Running { run, progress }` (the progress so far).
 //! - [`state_node`](TaskRunnerRepository::state_node) gives a [`StateNode`]: an [`IdleNode`] can
 //!   only [`run`](IdleNode::run), a [`RunningNode`] can only [`stop`](RunningNode::stop), and
-//!   both consume the node.
-//! - A task is a function of a [`TaskContext`] (the key and an [`AbortSignal`]) returning a
-//!   [`Stream`](futures_core::Stream) of progress: plain `S` items or `Result<S, E>`.
-//! - The repository drives each task's stream on the executor it was given (a [`Spawn`]); this
-//!   crate knows no runtime.
+//!   both consume the node. [`run_with`](Controller::run_with) and
+//!   [`stop`](Controller::stop) are the one-call forms.
+//! - A task is a function of a [`TaskContext`] (the key, the run's id and an [`AbortSignal`])
+//!   returning a [`Stream`](futures_core::Stream) of progress: snapshots `P`, or [`Delta`]s
+//!   folded into the progress (`String` and `Vec<T>` out of the box, any type through
+//!   [`Accumulate`]); either may come in a `Result<_, E>`.
+//! - Watchers get [`Event`]s: a `State` replaces what they had, a `Delta` is appended. Each
+//!   event has a [`Position`], usable as a Server-Sent Events id to resume a stream after a
+//!   reconnect ([`stream_after`](Observer::stream_after)).
+//! - The repository drives each task's stream on the executor it was given (a [`Spawn`]; a
+//!   closure becomes one with [`spawn_fn`]); this crate knows no runtime.
+//! - [`Observer`] can read and listen, nothing else; [`Controller`] can also act.
 //!
 //! # Guarantees
 //!
@@ -32,24 +39,33 @@
 //!   superseded are discarded: they never change a later run's state.
 //! - **One outcome.** Every run ends with exactly one [`Outcome`] — completed, stopped, failed,
 //!   panicked or lost — and the handle, the state and every listener agree on it.
-//! - **Ordered observation.** [`listen`](TaskRunnerRepository::listen) delivers every transition
-//!   of a key in order (`Idle → Running(None) → Running(Some) … → Idle(outcome)`), to every
-//!   listener in the same order, with no lock held: a listener may read, listen, run and stop
-//!   from inside its callback.
-//! - **Panics are contained.** A panic in the task function or its stream is caught and ends
-//!   the run as [`Outcome::Panicked`]; the key returns to idle and nothing is poisoned.
-//! - **Capabilities.** [`Observer`] can read and listen, never act; [`Controller`] can act.
-//! - **Graceful shutdown.** [`shutdown`](TaskRunnerRepository::shutdown) stops every run with a
-//!   reason, refuses later runs with [`RunError::ShutDown`], and resolves once every stream has
-//!   been dropped.
+//! - **Ordered observation.** [`listen`](Observer::listen) delivers every event of a key in
+//!   order (`Running(None) → progress … → Idle(outcome)`), to every listener in the same order,
+//!   with no lock held: a listener may read, listen, run and stop from inside its callback.
+//! - **Every delta, linear bytes.** A stream reads a run's deltas with its own cursor: a slow
+//!   consumer still gets every delta in order; only one more than
+//!   [`max_deltas`](Builder::max_deltas) behind gets one resync with the accumulated value.
+//! - **Panics are contained.** A panic in the task function, its stream or its progress type is
+//!   caught and ends the run as [`Outcome::Panicked`]; the key returns to idle and nothing is
+//!   poisoned.
+//! - **No user code under a lock.** Listeners, wakers' wakes, abort callbacks, and the
+//!   destructors, clones and folds of progress and errors all run with none of this crate's
+//!   locks held, so any of them may call back into the repository. (Keys are hashed and
+//!   compared under the key table's lock, as in any concurrent map.)
+//! - **Graceful shutdown.** [`shutdown`](Controller::shutdown) refuses runs from the moment it
+//!   is called, stops every run with a reason, ends every stream once it has yielded its key's
+//!   final state, and resolves once every task stream has been dropped. Dropping the last
+//!   handle does the same without waiting.
 //!
 //! # Memory
 //!
-//! A key that is idle, has no listener, and no [`RunHandle`] is **forgotten**: the repository
-//! keeps zero bytes for it, and its last outcome is gone. This bounds memory by the keys in use,
-//! not the keys ever seen. To keep an outcome, hold what you need: a handle (await it), a
-//! listener, or a stream. Nothing is lost behind your back: if nobody holds the key, nobody was
-//! going to read the outcome.
+//! A key that is idle and that nobody listens to, streams, or holds a [`RunHandle`] for is
+//! **forgotten**: the repository keeps zero bytes for it, and its last outcome is gone. This
+//! bounds memory by the keys in use, not the keys ever seen. To keep outcomes, hold what you need
+//! (a handle, a listener, a stream) or turn on retention
+//! ([`retain_for`](Builder::retain_for), [`retain_keys`](Builder::retain_keys)): idle keys' last
+//! outcomes and final progress are then kept for a while, or up to a number of keys, after their
+//! run ended.
 //!
 //! # Example
 //!
@@ -57,31 +73,33 @@
 //! # futures::executor::block_on(async {
 //! use std::sync::LazyLock;
 //!
-//! use futures::stream;
+//! use futures::{StreamExt, stream};
 //! use keyrunner_task_runner_repository::{
-//!     BoxFuture, Outcome, Reason, StateNode, TaskRunnerRepository,
+//!     Delta, Outcome, Reason, StateNode, TaskRunnerRepository, spawn_fn,
 //! };
 //!
 //! // One repository for the whole process. Here every run gets a thread; the `keyrunner`
 //! // crate has tokio and smol spawners.
 //! static AGENTS: LazyLock<TaskRunnerRepository<String, String>> = LazyLock::new(|| {
-//!     TaskRunnerRepository::new(|future: BoxFuture| {
-//!         std::thread::spawn(move || futures::executor::block_on(future));
-//!     })
+//!     TaskRunnerRepository::new(spawn_fn(|driver| {
+//!         std::thread::spawn(move || futures::executor::block_on(driver));
+//!     }))
 //! });
 //!
 //! let key = "conversation-1".to_string();
 //! let handle = match AGENTS.state_node(key.clone()) {
 //!     StateNode::Idle(idle) => idle
-//!         .run(|_cx| stream::pending::<String>())
+//!         .run(|_cx| {
+//!             // A reply that streams two tokens, then waits for more.
+//!             stream::iter(["Hel", "lo"].map(|token| Delta(token.to_owned())))
+//!                 .chain(stream::pending())
+//!         })
 //!         .expect("the key was idle"),
 //!     StateNode::Running(_) => unreachable!(),
 //! };
 //!
 //! // Somebody else decides the reply is no longer wanted.
-//! if let StateNode::Running(running) = AGENTS.state_node(key.clone()) {
-//!     running.stop(Reason::from("user interrupted")).expect("it is still that run");
-//! }
+//! AGENTS.stop(&key, Reason::from("user interrupted")).expect("it runs");
 //! assert_eq!(
 //!     handle.await,
 //!     Outcome::Stopped { reason: Some(Reason::from("user interrupted")) },
@@ -95,20 +113,27 @@
 //!   hand-roll. Its classic bugs are the ones this crate rules out by construction: a check and
 //!   an act that are not atomic (two runs on one key), a stop that cancels a *later* run, a late
 //!   completion of a cancelled task overwriting the new run's state, map entries never removed.
-//!   `watch` also shows only the latest value, so listeners miss transitions.
+//!   `watch` also shows only the latest value, so watchers miss transitions and deltas.
 //! - **tokio-util's `JoinMap`.** Keyed tasks with abort-by-key, but owned by one `&mut` holder:
 //!   no shared observation, no state per key, no "at most one per key" rule, and tokio only.
 //! - **tokio-util's `TaskTracker`.** Waits for a set of tasks to finish (like
-//!   [`shutdown`](TaskRunnerRepository::shutdown) here) but knows no keys and no states.
+//!   [`shutdown`](Controller::shutdown) here) but knows no keys and no states.
+//!
+//! # Features
+//!
+//! - `serde`: `Serialize` and `Deserialize` for [`State`], [`Outcome`], [`Event`],
+//!   [`Position`], [`RunId`], [`Reason`] and [`NoError`], in a JSON form made for JavaScript
+//!   clients: objects tagged by `"type"`, documented in `docs/wire-format.md`.
 //!
 //! # Panics
 //!
 //! A panicking listener never leaves a key half-changed. The other listeners still get the
-//! transition; the repository finishes its step (a stop still fires the signal and drops the
-//! stream, a start still spawns its driver, a shutdown still stops every run); then the first
-//! panic resumes from the call that made the transition: `run`, `stop` or `shutdown`, or — for
-//! transitions the driver makes (progress, completion) — the executor's poll that ends the run,
-//! so the run itself is never cut short by someone watching it.
+//! event; the repository finishes its step (a stop still fires the signal and drops the stream,
+//! a start still spawns its driver, a shutdown still stops every run, a replacement still
+//! starts); then the first panic resumes from the call that made the change: `run`, `stop`,
+//! `run_with` or `shutdown`, or — for changes the driver makes (progress, completion) — the
+//! executor's poll that ends the run, so the run itself is never cut short by someone watching
+//! it.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -117,26 +142,54 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod abort;
+mod driver;
 mod error;
-mod notify;
+mod event;
+mod handle;
+mod inner;
+mod item;
+mod log;
+mod node;
 mod observe;
 mod panics;
 mod repository;
+mod retention;
 mod run;
 mod shutdown;
 mod spawn;
 mod state;
 mod sync;
 mod task;
+mod wait;
 
-pub use abort::{AbortCallback, AbortController, AbortSignal, Aborted};
-pub use error::{RunError, SpawnError, StopError};
-pub use observe::{STREAM_CAPACITY, StateStream, Subscription};
+pub use abort::{AbortCallback, AbortController, AbortSignal, WaitForAbort};
+pub use error::{RunError, StopError};
+pub use event::{Event, ParsePositionError, Position};
+pub use handle::RunHandle;
+pub use item::{Accumulate, Delta, IntoProgress, progress};
+pub use node::{IdleNode, RunningNode, StateNode};
+pub use observe::{EventStream, Subscription};
 pub use repository::{
-    Conflict, Controller, IdleNode, Observer, RunningNode, StateNode, TaskRunnerRepository,
+    Builder, Conflict, Controller, DEFAULT_MAX_DELTAS, Observer, TaskRunnerRepository,
 };
-pub use run::RunHandle;
+pub use retention::{Clock, SystemClock};
 pub use shutdown::Shutdown;
-pub use spawn::{BoxFuture, Spawn};
-pub use state::{LastError, Outcome, Reason, RunId, State};
-pub use task::{IntoProgress, TaskContext, progress};
+pub use spawn::{Driver, Spawn, SpawnFn, spawn_fn};
+pub use state::{LastError, NoError, Outcome, Reason, RunId, State};
+pub use task::TaskContext;
+
+/// The bounds on type parameters, written once. Public so they may appear in public bounds,
+/// in a private module so nobody outside can name (or implement) them.
+mod bounds {
+    use std::hash::Hash;
+
+    /// What a key must be: `Eq + Hash + Clone + Send + Sync + 'static`.
+    pub trait Key: Eq + Hash + Clone + Send + Sync + 'static {}
+
+    impl<T: Eq + Hash + Clone + Send + Sync + 'static> Key for T {}
+
+    /// What progress and errors must be: `Send + Sync + 'static`.
+    pub trait Value: Send + Sync + 'static {}
+
+    impl<T: Send + Sync + 'static> Value for T {}
+}

@@ -31,6 +31,13 @@ impl Deferred {
         }
     }
 
+    /// Drops the panic caught, if any, unseen.
+    pub(crate) fn discard(&mut self) {
+        if let Some(payload) = self.0.take() {
+            discard(payload);
+        }
+    }
+
     /// Resumes the panic caught, if any; while this thread is already unwinding, drops it
     /// instead (a second panic would abort the process).
     pub(crate) fn resume(&mut self) {

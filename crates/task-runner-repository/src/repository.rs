@@ -1,81 +1,141 @@
-//! [`TaskRunnerRepository`], its capability handles, and the typestate nodes.
+//! The handles of a repository: [`TaskRunnerRepository`] (the owner, with its [`Builder`]),
+//! [`Controller`] (acts) and [`Observer`] (reads and listens).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::marker::PhantomData;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_core::Stream;
-use keyrunner_pub_sub::PubSub;
 
 use crate::abort::AbortSignal;
-use crate::error::{RunError, SpawnError, StopError};
-use crate::observe::{StateStream, Subscription};
+use crate::bounds::{Key, Value};
+use crate::error::{RunError, StopError};
+use crate::event::{Event, Position};
+use crate::handle::RunHandle;
+use crate::inner::{Inner, Shared};
+use crate::item::IntoProgress;
+use crate::node::{StateNode, start};
+use crate::observe::{EventStream, Subscription, listener as wrap};
 use crate::panics::Deferred;
-use crate::run::{Driver, ErasedRun, LiveTasks, Run, RunHandle, Slot};
+use crate::retention::{Clock, Retention, SystemClock};
 use crate::shutdown::Shutdown;
-use crate::spawn::{DebugSpawn, Spawn};
-use crate::state::{Outcome, Reason, RunId, State};
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
-use crate::task::{IntoProgress, TaskContext};
+use crate::spawn::Spawn;
+use crate::state::{NoError, Reason, RunId, State};
+use crate::sync::Ordering;
+use crate::task::TaskContext;
 
-pub(crate) struct Inner<K, S, E, H> {
-    pub(crate) topics: PubSub<K, Slot<S, E>, H>,
-    spawner: Box<dyn Spawn>,
-    next_run: AtomicU64,
-    shut_down: AtomicBool,
-    pub(crate) live: Arc<LiveTasks>,
+/// How many deltas of a run are kept by default (see [`Builder::max_deltas`]).
+pub const DEFAULT_MAX_DELTAS: usize = 1024;
+
+/// A counted user handle: the last one to be dropped shuts the repository down.
+struct Handle<K, P, E> {
+    shared: Arc<dyn Shared<K, P, E>>,
+}
+
+impl<K, P, E> Handle<K, P, E> {
+    fn new(shared: Arc<dyn Shared<K, P, E>>) -> Self {
+        shared.common().handles.fetch_add(1, Ordering::Relaxed);
+        Self { shared }
+    }
+}
+
+impl<K, P, E> Clone for Handle<K, P, E> {
+    fn clone(&self) -> Self {
+        Self::new(Arc::clone(&self.shared))
+    }
+}
+
+impl<K, P, E> Drop for Handle<K, P, E> {
+    fn drop(&mut self) {
+        if self.shared.common().handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Nobody can ask for anything any more: stop every run, end every stream, and let
+            // the drivers finish on their executors. Nobody waits for that here.
+            drop(self.shared.shutdown(None));
+        }
+    }
 }
 
 /// A process-wide repository of task runners, one per key: each key runs at most one task.
 ///
-/// See the [crate docs](crate) for the guarantees. Cloning gives another handle to the same
-/// repository; [`observer`](Self::observer) and [`controller`](Self::controller) split its
-/// capabilities.
+/// `K` is the key (`Eq + Hash + Clone + Send + Sync + 'static`), `P` the tasks' progress and
+/// `E` their error (`Send + Sync + 'static`; `E` defaults to [`NoError`]), `H` the hasher.
+/// See the [crate docs](crate) for the guarantees.
+///
+/// Cloning gives another handle to the same repository; [`observer`](Self::observer) and
+/// [`controller`](Self::controller) split its capabilities and name no hasher. Dropping the
+/// last of these handles shuts the repository down ([`shutdown`](Self::shutdown), reason
+/// `None`), without waiting.
 ///
 /// ```
 /// # futures::executor::block_on(async {
 /// use futures::stream;
-/// use keyrunner_task_runner_repository::{BoxFuture, Outcome, StateNode, TaskRunnerRepository};
+/// use keyrunner_task_runner_repository::{Outcome, StateNode, TaskRunnerRepository, spawn_fn};
 ///
 /// let agents: TaskRunnerRepository<String, String> =
-///     TaskRunnerRepository::new(|future: BoxFuture| {
-///         std::thread::spawn(move || futures::executor::block_on(future));
-///     });
+///     TaskRunnerRepository::new(spawn_fn(|driver| {
+///         std::thread::spawn(move || futures::executor::block_on(driver));
+///     }));
 ///
 /// let handle = match agents.state_node("chat-1".to_string()) {
 ///     StateNode::Idle(idle) => idle
-///         .run(|_cx| stream::iter(["Hel", "lo"].map(String::from)))
+///         .run(|_cx| stream::iter(["Hel", "Hello"].map(String::from)))
 ///         .expect("nobody else runs chat-1"),
 ///     StateNode::Running(_) => unreachable!("a fresh key is idle"),
 /// };
 /// assert_eq!(handle.await, Outcome::Completed);
 /// # });
 /// ```
-pub struct TaskRunnerRepository<K, S, E = std::convert::Infallible, H = RandomState> {
-    inner: Arc<Inner<K, S, E, H>>,
+pub struct TaskRunnerRepository<K, P, E = NoError, H = RandomState> {
+    handle: Handle<K, P, E>,
+    hasher: PhantomData<fn() -> H>,
 }
 
 /// The read-only capability of a repository: read states, listen, stream. It can never run or
 /// stop a task.
 ///
 /// ```compile_fail
-/// # use keyrunner_task_runner_repository::{BoxFuture, TaskRunnerRepository};
-/// let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
+/// # use keyrunner_task_runner_repository::{TaskRunnerRepository, spawn_fn};
+/// let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(spawn_fn(drop));
 /// let observer = repository.observer();
 /// observer.state_node(1); // an observer cannot act
 /// ```
-pub struct Observer<K, S, E = std::convert::Infallible, H = RandomState> {
-    inner: Arc<Inner<K, S, E, H>>,
+///
+/// ```
+/// use keyrunner_task_runner_repository::{State, TaskRunnerRepository, spawn_fn};
+///
+/// let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(spawn_fn(drop));
+/// let observer = repository.observer();
+/// assert_eq!(observer.state(&1), State::default());
+/// ```
+pub struct Observer<K, P, E = NoError> {
+    handle: Handle<K, P, E>,
 }
 
-/// The control capability of a repository: check a key's node, run and stop tasks, shut down.
-pub struct Controller<K, S, E = std::convert::Infallible, H = RandomState> {
-    inner: Arc<Inner<K, S, E, H>>,
+/// The control capability of a repository: everything an [`Observer`] does, and act: take a
+/// key's node, run and stop tasks, shut down.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use futures::stream;
+/// use keyrunner_task_runner_repository::{Reason, TaskRunnerRepository, spawn_fn};
+///
+/// let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(spawn_fn(|driver| {
+///     std::thread::spawn(move || futures::executor::block_on(driver));
+/// }));
+/// let controller = repository.controller();
+/// let handle = controller.run(1, |_| stream::pending::<u32>()).unwrap();
+/// assert_eq!(controller.stop(&1, Reason::from("user")), Ok(handle.run_id()));
+/// assert!(handle.await.is_stopped());
+/// # });
+/// ```
+pub struct Controller<K, P, E = NoError> {
+    handle: Handle<K, P, E>,
 }
 
-/// What to do when [`run_with`](TaskRunnerRepository::run_with) finds the key running.
+/// What to do when [`run_with`](Controller::run_with) finds the key running.
 ///
 /// Named after the workflow-id conflict policies of durable-execution engines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -89,207 +149,254 @@ pub enum Conflict {
     Replace,
 }
 
-/// A key's state at one instant, as a capability to act: run an idle key, stop a running one.
+/// Configures a [`TaskRunnerRepository`]: hasher, retention of idle keys, bound on deltas.
 ///
-/// ```compile_fail
-/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
-/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
-/// if let StateNode::Idle(idle) = repository.state_node(1) {
-///     idle.stop(None); // there is nothing to stop on an idle node
-/// }
 /// ```
+/// use std::time::Duration;
 ///
-/// ```compile_fail
-/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
-/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
-/// if let StateNode::Running(running) = repository.state_node(1) {
-///     running.run(|_| futures::stream::empty()); // a running key cannot start another task
-/// }
+/// use keyrunner_task_runner_repository::{TaskRunnerRepository, spawn_fn};
+///
+/// let repository: TaskRunnerRepository<String, String> =
+///     TaskRunnerRepository::builder(spawn_fn(|driver| {
+///         std::thread::spawn(move || futures::executor::block_on(driver));
+///     }))
+///     // Keep a finished reply for a minute, for up to 10,000 conversations.
+///     .retain_for(Duration::from_secs(60))
+///     .retain_keys(10_000)
+///     .max_deltas(4096)
+///     .build();
+/// # drop(repository);
 /// ```
-#[derive(Debug)]
-pub enum StateNode<K, S, E = std::convert::Infallible, H = RandomState> {
-    /// The key was idle.
-    Idle(IdleNode<K, S, E, H>),
-    /// The key was running.
-    Running(RunningNode<K, S, E, H>),
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<K, P, E = NoError, H = RandomState> {
+    spawner: Box<dyn Spawn>,
+    hasher: H,
+    retain_for: Option<Duration>,
+    retain_keys: Option<usize>,
+    clock: Option<Box<dyn Clock>>,
+    max_deltas: usize,
+    types: PhantomData<Types<K, P, E>>,
 }
 
-/// A key seen idle: [`run`](Self::run) starts a task if it still is.
-///
-/// `run` consumes the node, so a node acts at most once:
-///
-/// ```compile_fail
-/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
-/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
-/// if let StateNode::Idle(idle) = repository.state_node(1) {
-///     let _first = idle.run(|_| futures::stream::empty());
-///     let _second = idle.run(|_| futures::stream::empty()); // use of moved value
-/// }
-/// ```
-pub struct IdleNode<K, S, E = std::convert::Infallible, H = RandomState> {
-    inner: Arc<Inner<K, S, E, H>>,
-    key: K,
-    last: Option<Outcome<E>>,
-}
+/// The builder's type parameters, held by nothing (and `Send + Sync` whatever they are).
+type Types<K, P, E> = fn() -> (K, P, E);
 
-/// A key seen running one particular run: [`stop`](Self::stop) stops that run, never a later one.
-///
-/// ```compile_fail
-/// # use keyrunner_task_runner_repository::{BoxFuture, StateNode, TaskRunnerRepository};
-/// # let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(|f: BoxFuture| drop(f));
-/// if let StateNode::Running(running) = repository.state_node(1) {
-///     let _ = running.stop(None);
-///     let _ = running.stop(None); // use of moved value
-/// }
-/// ```
-pub struct RunningNode<K, S, E = std::convert::Infallible, H = RandomState> {
-    key: K,
-    // The run acts through its own lease on the key: the node needs no repository handle.
-    run: Arc<dyn ErasedRun<E>>,
-    types: PhantomData<fn() -> (S, H)>,
-}
-
-impl<K, S, E> TaskRunnerRepository<K, S, E>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-{
-    /// A repository that drives every run through `spawner`.
+impl<K: Key, P: Value, E: Value> TaskRunnerRepository<K, P, E> {
+    /// A repository that drives every run through `spawner`, forgets idle keys nobody holds, and
+    /// keeps up to [`DEFAULT_MAX_DELTAS`] deltas per run.
     pub fn new(spawner: impl Spawn) -> Self {
-        Self::with_hasher(spawner, RandomState::new())
+        Self::builder(spawner).build()
+    }
+
+    /// A [`Builder`] to choose the hasher, retention and the bound on deltas.
+    pub fn builder(spawner: impl Spawn) -> Builder<K, P, E> {
+        Builder {
+            spawner: Box::new(spawner),
+            hasher: RandomState::new(),
+            retain_for: None,
+            retain_keys: None,
+            clock: None,
+            max_deltas: DEFAULT_MAX_DELTAS,
+            types: PhantomData,
+        }
     }
 }
 
-impl<K, S, E, H> TaskRunnerRepository<K, S, E, H>
+impl<K, P, E, H> Builder<K, P, E, H> {
+    /// Hashes keys with `hasher`, like [`HashMap::with_hasher`](std::collections::HashMap).
+    pub fn hasher<H2>(self, hasher: H2) -> Builder<K, P, E, H2> {
+        Builder {
+            spawner: self.spawner,
+            hasher,
+            retain_for: self.retain_for,
+            retain_keys: self.retain_keys,
+            clock: self.clock,
+            max_deltas: self.max_deltas,
+            types: PhantomData,
+        }
+    }
+
+    /// Keeps an idle key's last outcome and final progress for `duration` after its run ended,
+    /// even when nobody holds the key. Reading the key does not extend it. Off by default.
+    ///
+    /// A retained key counts in [`len`](TaskRunnerRepository::len) and
+    /// [`is_allocated`](TaskRunnerRepository::is_allocated). Expired keys are let go at the next
+    /// call that reads keys or starts a run.
+    pub fn retain_for(mut self, duration: Duration) -> Self {
+        self.retain_for = Some(duration);
+        self
+    }
+
+    /// Keeps the last outcome and final progress of up to `keys` idle keys, even when nobody
+    /// holds them; past that, the key whose run ended first is let go. Off by default; with
+    /// [`retain_for`](Self::retain_for), both bounds apply.
+    pub fn retain_keys(mut self, keys: usize) -> Self {
+        self.retain_keys = Some(keys);
+        self
+    }
+
+    /// Measures retention with `clock` instead of the [`SystemClock`]: for tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Keeps at most `deltas` deltas per run for slow watchers (default
+    /// [`DEFAULT_MAX_DELTAS`]); past it, the older ones are folded into the progress, and a
+    /// watcher further behind gets one resync (see [`EventStream`]). At least 2.
+    pub fn max_deltas(mut self, deltas: usize) -> Self {
+        self.max_deltas = deltas.max(2);
+        self
+    }
+}
+
+impl<K, P, E, H> Builder<K, P, E, H>
 where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
+    K: Key,
+    P: Value,
+    E: Value,
     H: BuildHasher + Clone + Send + Sync + 'static,
 {
-    /// A repository that hashes keys with `hasher`.
-    pub fn with_hasher(spawner: impl Spawn, hasher: H) -> Self {
-        let topics = PubSub::builder()
-            .shared_initial_value(Slot::idle(None))
-            // A running key publishes one state per item: reuse the retired states' memory.
-            .reuse_values()
-            // An idle key nobody holds is forgotten; a running key is held by its driver anyway.
-            .should_cleanup(|_: &K, slot: &Slot<S, E>| slot.state.is_idle())
-            .hasher(hasher)
-            .build();
-        Self {
-            inner: Arc::new(Inner {
-                topics,
-                spawner: Box::new(spawner),
-                next_run: AtomicU64::new(1),
-                shut_down: AtomicBool::new(false),
-                live: Arc::new(LiveTasks::default()),
-            }),
-        }
-    }
-}
-
-impl<K, S, E, H> TaskRunnerRepository<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    /// The read-only capability: states, listeners, streams.
-    #[must_use]
-    pub fn observer(&self) -> Observer<K, S, E, H> {
-        Observer {
-            inner: Arc::clone(&self.inner),
-        }
-    }
-
-    /// The control capability: nodes, runs, stops, shutdown.
-    #[must_use]
-    pub fn controller(&self) -> Controller<K, S, E, H> {
-        Controller {
-            inner: Arc::clone(&self.inner),
+    /// Builds the repository.
+    pub fn build(self) -> TaskRunnerRepository<K, P, E, H> {
+        let retention = (self.retain_for.is_some() || self.retain_keys.is_some()).then(|| {
+            Retention::new(
+                self.retain_for,
+                self.retain_keys,
+                self.clock.unwrap_or_else(|| Box::new(SystemClock)),
+                self.hasher.clone(),
+            )
+        });
+        let inner: Arc<dyn Shared<K, P, E>> = Arc::new(Inner::new(
+            self.spawner,
+            self.hasher,
+            self.max_deltas,
+            retention,
+        ));
+        TaskRunnerRepository {
+            handle: Handle::new(inner),
+            hasher: PhantomData,
         }
     }
 }
 
 macro_rules! observer_methods {
     () => {
-        /// A snapshot of `key`'s state (an unknown key is idle with no last outcome).
+        /// A snapshot of `key`'s state, with the accumulated progress (an unknown key is idle
+        /// with no last outcome).
         #[must_use]
-        pub fn state(&self, key: &K) -> State<S, E>
-        where
-            S: Clone,
-        {
-            self.inner.state(key)
+        pub fn state(&self, key: &K) -> State<P, E> {
+            self.handle.shared.state(key)
         }
 
         /// Whether `key` runs a task now.
         #[must_use]
         pub fn is_running(&self, key: &K) -> bool {
-            self.inner.is_running(key)
+            self.handle
+                .shared
+                .last(key)
+                .is_some_and(|slot| slot.run.is_some())
         }
 
-        /// Calls `listener` with every state `key` takes from now on, in order; with
-        /// `immediate`, first with its current state.
+        /// Whether the repository remembers `key` now: it runs, or someone listens to it,
+        /// streams it or holds a handle of its run, or it is retained.
+        #[must_use]
+        pub fn is_allocated(&self, key: &K) -> bool {
+            self.handle.shared.is_allocated(key)
+        }
+
+        /// Calls `listener` with every event of `key` from now on, in order; with
+        /// `immediate`, first with a `State` event of its current state (with the accumulated
+        /// progress).
         ///
-        /// The listener runs on the thread that made the transition, with no lock held: it may
-        /// call back into the repository (read, listen, run, stop) without deadlock. Holding the
-        /// subscription keeps the key's last outcome remembered.
+        /// The listener runs on the thread that made the change, with no lock held: it may
+        /// call back into the repository (read, listen, run, stop) without deadlock. It is
+        /// called with every delta (a listener cannot fall behind). Holding the subscription
+        /// keeps the key remembered.
         ///
         /// One thing a listener must not do is drop the subscription or stream of *another* key
         /// while that key may be delivering on another thread: unsubscribing waits for a
         /// delivery in flight, so two keys doing this to each other wait forever.
         ///
         /// A listener that panics does not stop the others or the run; the panic resurfaces
-        /// from the call that made the transition once the repository has finished its step
-        /// (see the crate docs, "Panics").
-        pub fn listen<F>(&self, key: K, listener: F, immediate: bool) -> Subscription<K, S, E, H>
+        /// from the call that made the change once the repository has finished its step (see
+        /// the crate docs, "Panics").
+        pub fn listen<F>(&self, key: K, listener: F, immediate: bool) -> Subscription
         where
-            F: Fn(&State<S, E>) + Send + Sync + 'static,
+            F: Fn(&Event<P, E>) + Send + Sync + 'static,
         {
-            self.inner.listen(key, listener, immediate)
+            Subscription::new(
+                self.handle
+                    .shared
+                    .listen(key, wrap(listener, immediate), immediate),
+            )
         }
 
-        /// A stream of `key`'s states: its current state first, then every transition in
-        /// order (see [`StateStream`] for how a slow consumer is treated).
-        pub fn stream(&self, key: K) -> StateStream<S, E>
-        where
-            S: Clone,
-        {
-            StateStream::new(&self.inner, key)
+        /// A stream of `key`'s events: a `State` event with its current state first, then
+        /// every event in order (see [`EventStream`] for slow consumers and for the end).
+        pub fn stream(&self, key: K) -> EventStream<P, E> {
+            self.stream_from(key, None)
+        }
+
+        /// A stream of `key`'s events after `position` — the last position a consumer saw,
+        /// say a Server-Sent Events `Last-Event-ID` after a reconnect.
+        ///
+        /// Nothing is repeated and nothing is skipped: if `position` is the key's current
+        /// position, the stream starts with the next event; if it is in the current run and
+        /// the deltas after it are still held, it starts with those; otherwise it starts with
+        /// a `State` event of the current state (a resync).
+        pub fn stream_after(&self, key: K, position: Position) -> EventStream<P, E> {
+            self.stream_from(key, Some(position))
+        }
+
+        fn stream_from(&self, key: K, resume: Option<Position>) -> EventStream<P, E> {
+            let shared = &self.handle.shared;
+            EventStream::new(
+                |listener| shared.watch(key, listener),
+                shared.common().shutdown_signal(),
+                resume,
+            )
         }
 
         /// The keys running a task now.
         #[must_use]
         pub fn running_keys(&self) -> Vec<K> {
-            self.inner.running_keys()
+            self.handle.shared.running_keys()
         }
 
-        /// How many keys the repository remembers now: running, listened to, or held by a
-        /// handle.
+        /// How many keys the repository remembers now: running, listened to, streamed, held by
+        /// a handle, or retained.
         #[must_use]
         pub fn len(&self) -> usize {
-            self.inner.topics.len()
+            self.handle.shared.len()
         }
 
         /// Whether the repository remembers no key at all.
         #[must_use]
         pub fn is_empty(&self) -> bool {
-            self.inner.topics.is_empty()
+            self.len() == 0
         }
 
         /// How many task streams are alive now (stopped runs count until their stream is
         /// dropped).
         #[must_use]
         pub fn live_tasks(&self) -> usize {
-            self.inner.live.get()
+            self.handle.shared.common().live.get()
         }
 
-        /// Returns spare memory of the key table to the allocator.
-        pub fn shrink_to_fit(&self) {
-            self.inner.topics.shrink_to_fit();
+        /// Whether the repository is shutting down or has shut down.
+        #[must_use]
+        pub fn is_shut_down(&self) -> bool {
+            self.handle.shared.common().is_shut_down()
+        }
+
+        /// A signal that fires when the repository shuts down (by
+        /// [`shutdown`](Controller::shutdown) or because its last handle was dropped), once
+        /// every run has been asked to stop; its reason is the shutdown's. Await
+        /// [`aborted`](AbortSignal::aborted) to wait for the shutdown to begin.
+        #[must_use]
+        pub fn shutdown_signal(&self) -> AbortSignal {
+            self.handle.shared.common().shutdown_signal()
         }
     };
 }
@@ -298,8 +405,8 @@ macro_rules! controller_methods {
     () => {
         /// `key`'s state at this instant, as a node that can act: run if idle, stop if running.
         #[must_use]
-        pub fn state_node(&self, key: K) -> StateNode<K, S, E, H> {
-            self.inner.state_node(key)
+        pub fn state_node(&self, key: K) -> StateNode<K, P, E> {
+            StateNode::of(&self.handle.shared, key)
         }
 
         /// Runs `task` on `key` if it is idle; otherwise refuses with [`RunError::Busy`].
@@ -307,15 +414,21 @@ macro_rules! controller_methods {
         /// The same as [`run_with`](Self::run_with) and [`Conflict::Reject`].
         pub fn run<F, St, M>(&self, key: K, task: F) -> Result<RunHandle<E>, RunError<F>>
         where
+            K: Key,
             F: FnOnce(TaskContext<K>) -> St + Send + 'static,
             St: Stream + Send + 'static,
-            St::Item: IntoProgress<S, E, M>,
+            St::Item: IntoProgress<P, E, M>,
             M: 'static,
         {
-            self.run_with(key, Conflict::Reject, task)
+            start(&self.handle.shared, key, task, None)
         }
 
         /// Runs `task` on `key`, resolving a running key by `conflict`.
+        ///
+        /// # Panics
+        ///
+        /// With [`Conflict::Replace`], a panic while stopping the old run (a listener, an abort
+        /// callback) resumes from here once the new run has started.
         pub fn run_with<F, St, M>(
             &self,
             key: K,
@@ -323,479 +436,183 @@ macro_rules! controller_methods {
             mut task: F,
         ) -> Result<RunHandle<E>, RunError<F>>
         where
+            K: Key,
             F: FnOnce(TaskContext<K>) -> St + Send + 'static,
             St: Stream + Send + 'static,
-            St::Item: IntoProgress<S, E, M>,
+            St::Item: IntoProgress<P, E, M>,
             M: 'static,
         {
-            loop {
-                match (self.inner.state_node(key.clone()), conflict) {
+            let shared = &self.handle.shared;
+            let mut panic = Deferred::default();
+            let result = loop {
+                match (StateNode::of(shared, key.clone()), conflict) {
                     (StateNode::Idle(idle), _) => match idle.run(task) {
                         // Lost a race to another run: look again.
                         Err(RunError::Busy { task: back, .. }) if conflict != Conflict::Reject => {
                             task = back;
                         }
-                        result => return result,
+                        result => break result,
                     },
                     (StateNode::Running(running), Conflict::Reject) => {
-                        return Err(RunError::Busy {
+                        break Err(RunError::Busy {
                             task,
                             running: running.run_id(),
                         });
                     }
                     (StateNode::Running(running), Conflict::UseExisting) => {
-                        return Ok(running.handle());
+                        break Ok(running.handle());
                     }
                     (StateNode::Running(running), Conflict::Replace) => {
-                        // A stale node means the run ended meanwhile: look again either way.
-                        let _ = running.stop(Reason::superseded());
+                        // Stopping the old run may panic (a listener, an abort callback): the
+                        // replacement still starts, and the panic resumes afterwards. A stale
+                        // node means the run ended meanwhile: look again either way.
+                        panic.catch(|| running.stop(Reason::superseded()));
+                    }
+                }
+            };
+            panic.resume();
+            result
+        }
+
+        /// Stops the run `key` runs at this instant, whichever it is, and returns its id: the
+        /// key is idle at once, the run's signal fires, and its stream is dropped promptly.
+        /// [`StopError::Idle`] if the key runs nothing.
+        ///
+        /// # Panics
+        ///
+        /// A listener's or an abort callback's panic resumes from here, once the run is stopped.
+        pub fn stop(&self, key: &K, reason: impl Into<Option<Reason>>) -> Result<RunId, StopError>
+        where
+            K: Key,
+        {
+            let reason = reason.into();
+            loop {
+                match self.state_node(key.clone()) {
+                    StateNode::Idle(_) => return Err(StopError::Idle),
+                    StateNode::Running(running) => {
+                        let run = running.run_id();
+                        // Stale means that run ended meanwhile: look again.
+                        if running.stop(reason.clone()).is_ok() {
+                            return Ok(run);
+                        }
                     }
                 }
             }
         }
 
-        /// Stops every running task with `reason` and refuses runs from now on; the returned
-        /// future resolves once every task stream has been dropped.
+        /// Shuts the repository down: refuses runs from this instant (with
+        /// [`RunError::ShutDown`]), stops every run with `reason`, then fires the
+        /// [`shutdown_signal`](Self::shutdown_signal). The returned future resolves once every
+        /// task stream has been dropped.
+        ///
+        /// Listeners stay registered: each running key's listeners get its final `Idle` state
+        /// (stopped with `reason`), and nothing after it. Every [`EventStream`] yields its
+        /// key's final state, then ends — streams opened later too.
         pub fn shutdown(&self, reason: impl Into<Option<Reason>>) -> Shutdown {
-            self.inner.shutdown(reason.into())
-        }
-
-        /// Whether [`shutdown`](Self::shutdown) has been called.
-        #[must_use]
-        pub fn is_shut_down(&self) -> bool {
-            self.inner.shut_down.load(Ordering::SeqCst)
+            self.handle.shared.shutdown(reason.into())
         }
     };
 }
 
-impl<K, S, E, H> TaskRunnerRepository<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
+impl<K, P: Value, E: Value, H> TaskRunnerRepository<K, P, E, H> {
     observer_methods!();
     controller_methods!();
+
+    /// The read-only capability: states, listeners, streams.
+    #[must_use]
+    pub fn observer(&self) -> Observer<K, P, E> {
+        Observer {
+            handle: self.handle.clone(),
+        }
+    }
+
+    /// The control capability: everything an observer does, plus nodes, runs, stops and
+    /// shutdown.
+    #[must_use]
+    pub fn controller(&self) -> Controller<K, P, E> {
+        Controller {
+            handle: self.handle.clone(),
+        }
+    }
+
+    /// Returns spare memory of the key table to the allocator.
+    pub fn shrink_to_fit(&self) {
+        self.handle.shared.shrink_to_fit();
+    }
 }
 
-impl<K, S, E, H> Observer<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
+impl<K, P: Value, E: Value> Controller<K, P, E> {
+    observer_methods!();
+    controller_methods!();
+
+    /// The read-only capability of the same repository.
+    #[must_use]
+    pub fn observer(&self) -> Observer<K, P, E> {
+        Observer {
+            handle: self.handle.clone(),
+        }
+    }
+}
+
+impl<K, P: Value, E: Value> Observer<K, P, E> {
     observer_methods!();
 }
 
-impl<K, S, E, H> Controller<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    controller_methods!();
-}
-
-impl<K, S, E, H> Inner<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    fn state(&self, key: &K) -> State<S, E>
-    where
-        S: Clone,
-    {
-        self.topics
-            .last(key)
-            .map_or_else(State::default, |slot| slot.state.clone())
-    }
-
-    fn is_running(&self, key: &K) -> bool {
-        self.topics
-            .last(key)
-            .is_some_and(|slot| slot.state.is_running())
-    }
-
-    pub(crate) fn listen<F>(&self, key: K, listener: F, immediate: bool) -> Subscription<K, S, E, H>
-    where
-        F: Fn(&State<S, E>) + Send + Sync + 'static,
-    {
-        Subscription::new(self.topics.listen(
-            key,
-            move |slot: &Slot<S, E>| listener(&slot.state),
-            immediate,
-        ))
-    }
-
-    fn running_keys(&self) -> Vec<K> {
-        self.topics
-            .entries()
-            .into_iter()
-            .filter(|(_, slot)| slot.as_ref().is_some_and(|slot| slot.state.is_running()))
-            .map(|(key, _)| key)
-            .collect()
-    }
-
-    fn state_node(self: &Arc<Self>, key: K) -> StateNode<K, S, E, H> {
-        let slot = self.topics.last(&key);
-        match slot.as_deref() {
-            Some(Slot {
-                run: Some(run),
-                state: State::Running { .. },
-            }) => StateNode::Running(RunningNode {
-                key,
-                run: Arc::clone(run),
-                types: PhantomData,
-            }),
-            other => StateNode::Idle(IdleNode {
-                inner: Arc::clone(self),
-                key,
-                last: other.and_then(|slot| slot.state.last_outcome().cloned()),
-            }),
-        }
-    }
-
-    /// The one way a run starts: a compare-and-set from idle to running on the key's subject.
-    fn start<F, St, M>(
-        self: &Arc<Self>,
-        key: K,
-        task: F,
-        link: Option<&AbortSignal>,
-    ) -> Result<RunHandle<E>, RunError<F>>
-    where
-        F: FnOnce(TaskContext<K>) -> St + Send + 'static,
-        St: Stream + Send + 'static,
-        St::Item: IntoProgress<S, E, M>,
-        M: 'static,
-    {
-        if self.shut_down.load(Ordering::SeqCst) {
-            return Err(RunError::ShutDown { task });
-        }
-        // Counted before the compare-and-set, so a shutdown's `Shutdown` future also waits for a
-        // start that is still deciding.
-        self.live.enter();
-        let topic = self.topics.subject(key.clone());
-        let run = Arc::new(Run::new(topic));
-        let erased: Arc<dyn ErasedRun<E>> = run.clone();
-        let mut busy = None;
-        let mut refused = false;
-        let mut started = false;
-        let mut panic = Deferred::default();
-        panic.catch(|| {
-            run.topic.update(|slot| {
-                // Read under the key's lock, which orders it against `shutdown`: either shutdown
-                // sees this run running and stops it, or this sees the flag (its store precedes
-                // shutdown's visit to this key, or to the key table if this key was not there).
-                if self.shut_down.load(Ordering::SeqCst) {
-                    refused = true;
-                    return None;
-                }
-                if let Some(running) = slot.and_then(Slot::running_id) {
-                    busy = Some(running);
-                    return None;
-                }
-                started = true;
-                // Under the key's lock: the runs of one key get increasing ids in start order.
-                let id = RunId(self.next_run.fetch_add(1, Ordering::Relaxed));
-                run.core.set_id(id);
-                Some(Slot {
-                    state: State::Running {
-                        run: id,
-                        progress: None,
-                    },
-                    run: Some(erased),
-                })
-            })
-        });
-        let id = run.core.id();
-        if !started {
-            self.live.exit();
-            panic.resume();
-            return Err(match (refused, busy) {
-                (false, Some(running)) => RunError::Busy { task, running },
-                // Refused for shutdown (the closure declines only for that or a running key).
-                _ => RunError::ShutDown { task },
-            });
-        }
-        let link = link.map(|signal| {
-            let run: Weak<dyn ErasedRun<E>> = Arc::downgrade(&run) as Weak<dyn ErasedRun<E>>;
-            signal.on_abort(move |reason| {
-                if let Some(run) = run.upgrade() {
-                    // Stale is fine: the run ended before the linked signal fired.
-                    let _ = stop(&*run, reason.cloned());
-                }
-            })
-        });
-        let driver: Driver<K, S, E, H, F, St, M> =
-            Driver::new(Arc::clone(&run), task, Arc::clone(&self.live), link);
-        // The key is running now: even if a listener panicked above, the run needs its driver.
-        panic.catch(|| self.spawner.spawn(Box::pin(driver)));
-        let result = if run.core.was_refused() {
-            Err(RunError::Spawn(SpawnError { run: id }))
-        } else {
-            Ok(RunHandle::new(run))
-        };
-        panic.resume();
-        result
-    }
-
-    fn shutdown(&self, reason: Option<Reason>) -> Shutdown {
-        self.shut_down.store(true, Ordering::SeqCst);
-        // Every run is stopped even if a listener or an abort callback panics on the way; the
-        // first panic resumes once they all are.
-        let mut panic = Deferred::default();
-        for (_, slot) in self.topics.entries() {
-            if let Some(run) = slot.as_deref().and_then(|slot| slot.run.as_ref()) {
-                // Stale is fine: the run ended by itself meanwhile.
-                panic.catch(|| stop(&**run, reason.clone()));
-            }
-        }
-        let shutdown = Shutdown::new(Arc::clone(&self.live));
-        panic.resume();
-        shutdown
-    }
-}
-
-/// The one way a run is stopped: the run's own compare-and-set from "running this run" to
-/// idle, then its signal fires and its driver wakes to drop the stream.
-fn stop<E>(run: &dyn ErasedRun<E>, reason: Option<Reason>) -> Result<(), StopError> {
-    let mut panic = Deferred::default();
-    // A listener's panic can only come after the transition: it happened.
-    let stopped = panic
-        .catch(|| run.stop_transition(reason.clone()))
-        .unwrap_or(true);
-    if stopped {
-        // The key is idle now: even if a listener panicked, the signal must fire and the driver
-        // must drop the stream.
-        panic.catch(|| run.core().abort(reason));
-    }
-    panic.resume();
-    if stopped {
-        Ok(())
-    } else {
-        Err(StopError {
-            run: run.core().id(),
-        })
-    }
-}
-
-impl<K, S, E, H> IdleNode<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    /// Starts `task` if the key is still idle at this instant.
-    ///
-    /// Of two racing runs on one key exactly one succeeds; the other gets [`RunError::Busy`]
-    /// with its task back. The task is called on the executor with a [`TaskContext`]; its
-    /// stream may yield plain progress `S` or `Result<S, E>`.
-    pub fn run<F, St, M>(self, task: F) -> Result<RunHandle<E>, RunError<F>>
-    where
-        F: FnOnce(TaskContext<K>) -> St + Send + 'static,
-        St: Stream + Send + 'static,
-        St::Item: IntoProgress<S, E, M>,
-        M: 'static,
-    {
-        self.inner.start(self.key, task, None)
-    }
-
-    /// Like [`run`](Self::run), and the run is also stopped (with the signal's reason) when
-    /// `signal` fires — one controller can stop many runs. The link is one-way: the run's own
-    /// end never fires `signal`, and it is removed from `signal` when the run ends.
-    pub fn run_linked<F, St, M>(
-        self,
-        task: F,
-        signal: &AbortSignal,
-    ) -> Result<RunHandle<E>, RunError<F>>
-    where
-        F: FnOnce(TaskContext<K>) -> St + Send + 'static,
-        St: Stream + Send + 'static,
-        St::Item: IntoProgress<S, E, M>,
-        M: 'static,
-    {
-        self.inner.start(self.key, task, Some(signal))
-    }
-}
-
-impl<K, S, E, H> IdleNode<K, S, E, H> {
-    /// The key.
-    #[must_use]
-    pub fn key(&self) -> &K {
-        &self.key
-    }
-
-    /// How the key's last run ended, when the node was taken (if remembered).
-    #[must_use]
-    pub fn last_outcome(&self) -> Option<&Outcome<E>> {
-        self.last.as_ref()
-    }
-}
-
-impl<K, S, E, H> RunningNode<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    /// Stops the run this node saw: the key is idle at once, the run's signal fires (once), and
-    /// the task's stream is dropped promptly on its executor. To wait for that drop, take a
-    /// [`handle`](Self::handle) first and await it.
-    ///
-    /// If that run has already ended — even if a later run now holds the key — nothing changes
-    /// and [`StopError`] is returned.
-    pub fn stop(self, reason: impl Into<Option<Reason>>) -> Result<(), StopError> {
-        stop(&*self.run, reason.into())
-    }
-}
-
-impl<K, S, E, H> RunningNode<K, S, E, H> {
-    /// The key.
-    #[must_use]
-    pub fn key(&self) -> &K {
-        &self.key
-    }
-
-    /// The run this node saw.
-    #[must_use]
-    pub fn run_id(&self) -> RunId {
-        self.run.core().id()
-    }
-
-    /// A handle to the run this node saw.
-    pub fn handle(&self) -> RunHandle<E> {
-        RunHandle::new(Arc::clone(&self.run))
-    }
-
-    /// The signal of the run this node saw.
-    #[must_use]
-    pub fn abort_signal(&self) -> AbortSignal {
-        self.run.core().abort.signal()
-    }
-}
-
-impl<K, S, E, H> StateNode<K, S, E, H> {
-    /// The key.
-    #[must_use]
-    pub fn key(&self) -> &K {
-        match self {
-            Self::Idle(node) => node.key(),
-            Self::Running(node) => node.key(),
-        }
-    }
-
-    /// Whether the key was idle.
-    #[must_use]
-    pub fn is_idle(&self) -> bool {
-        matches!(self, Self::Idle(_))
-    }
-
-    /// Whether the key was running.
-    #[must_use]
-    pub fn is_running(&self) -> bool {
-        matches!(self, Self::Running(_))
-    }
-}
-
-impl<K, S, E, H> Clone for TaskRunnerRepository<K, S, E, H> {
+impl<K, P, E, H> Clone for TaskRunnerRepository<K, P, E, H> {
     fn clone(&self) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            handle: self.handle.clone(),
+            hasher: PhantomData,
         }
     }
 }
 
-impl<K, S, E, H> Clone for Observer<K, S, E, H> {
+impl<K, P, E> Clone for Observer<K, P, E> {
     fn clone(&self) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            handle: self.handle.clone(),
         }
     }
 }
 
-impl<K, S, E, H> Clone for Controller<K, S, E, H> {
+impl<K, P, E> Clone for Controller<K, P, E> {
     fn clone(&self) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            handle: self.handle.clone(),
         }
     }
 }
 
-impl<K, S, E, H> fmt::Debug for Inner<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
+impl<K, P, E> fmt::Debug for Handle<K, P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskRunnerRepository")
-            // The key table's own Debug never waits for its lock.
-            .field("keys", &self.topics)
-            .field("live_tasks", &self.live.get())
-            .field("shut_down", &self.shut_down.load(Ordering::Relaxed))
-            .field("spawner", &DebugSpawn)
-            .finish_non_exhaustive()
+        fmt::Debug::fmt(&self.shared, f)
     }
 }
 
-impl<K, S, E, H> fmt::Debug for TaskRunnerRepository<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
+impl<K, P, E, H> fmt::Debug for TaskRunnerRepository<K, P, E, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.inner, f)
+        fmt::Debug::fmt(&self.handle, f)
     }
 }
 
-impl<K, S, E, H> fmt::Debug for Observer<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
+impl<K, P, E> fmt::Debug for Observer<K, P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Observer").field(&self.inner).finish()
+        f.debug_tuple("Observer").field(&self.handle).finish()
     }
 }
 
-impl<K, S, E, H> fmt::Debug for Controller<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
+impl<K, P, E> fmt::Debug for Controller<K, P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Controller").field(&self.inner).finish()
+        f.debug_tuple("Controller").field(&self.handle).finish()
     }
 }
 
-impl<K: fmt::Debug, S, E: fmt::Debug, H> fmt::Debug for IdleNode<K, S, E, H> {
+impl<K, P, E, H> fmt::Debug for Builder<K, P, E, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdleNode")
-            .field("key", &self.key)
-            .field("last", &self.last)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K: fmt::Debug, S, E, H> fmt::Debug for RunningNode<K, S, E, H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunningNode")
-            .field("key", &self.key)
-            .field("run", &self.run.core().id())
+        f.debug_struct("Builder")
+            .field("retain_for", &self.retain_for)
+            .field("retain_keys", &self.retain_keys)
+            .field("max_deltas", &self.max_deltas)
             .finish_non_exhaustive()
     }
 }

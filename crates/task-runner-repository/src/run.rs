@@ -1,654 +1,583 @@
-//! One run: its shared record ([`RunCore`]), the future that drives its stream ([`Driver`]) and
-//! the handle that awaits its outcome ([`RunHandle`]).
+//! One run: its shared record ([`RunCore`]), its lease on the key ([`Run`]), the transitions it
+//! makes, and what a key's subject holds ([`Slot`]).
+//!
+//! Every transition is a compare-and-set on the key's subject (`Topic::update`): it succeeds
+//! only while the slot holds this very run, so a stale node, a stopped run's late item or its
+//! late completion never touches a later run. The closures given to `update` run under the
+//! key's lock, so they run no user code: they move values and clone `Arc`s, and anything they
+//! decline to use is dropped by the caller afterwards.
 
 use std::fmt;
-use std::future::Future;
-use std::hash::{BuildHasher, Hash};
-use std::marker::PhantomData;
-use std::mem;
+use std::hash::BuildHasher;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use event_listener::EventListener;
-use futures_core::Stream;
 use keyrunner_pub_sub::Topic;
-use pin_project_lite::pin_project;
-use slab::Slab;
 
-use crate::abort::{AbortCallback, AbortController, AbortSignal};
-use crate::notify::Notify;
-use crate::panics::{Deferred, Payload, discard};
+use crate::abort::{AbortSignal, SignalCore, SignalHost};
+use crate::bounds::{Key, Value};
+use crate::event::{Event, Position};
+use crate::handle::RunHandle;
+use crate::item::Update;
+use crate::log::{Log, Next};
+use crate::panics::{Deferred, Payload};
+use crate::retention::Retention;
 use crate::state::{Outcome, Reason, RunId, State};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
-use crate::task::{IntoProgress, TaskContext};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
+use crate::task::TaskContext;
+use crate::wait::{WaitList, WaitSlot};
 
-/// Items a driver takes from an always-ready stream before it yields to its executor.
-const YIELD_BUDGET: u32 = 64;
-
-/// What a key's subject holds: the public state plus, while running, the run itself.
-pub(crate) struct Slot<S, E> {
-    pub(crate) state: State<S, E>,
-    pub(crate) run: Option<Arc<dyn ErasedRun<E>>>,
+/// What a key's subject holds: the event that made it (what listeners receive) and, while the
+/// key runs, the run itself.
+pub(crate) struct Slot<P, E> {
+    pub(crate) event: Event<P, E>,
+    pub(crate) run: Option<Arc<dyn ErasedRun<P, E>>>,
 }
 
-impl<S, E> Slot<S, E> {
-    pub(crate) fn idle(last: Option<Outcome<E>>) -> Self {
+impl<P, E> Slot<P, E> {
+    /// A key that never ran.
+    pub(crate) fn never() -> Self {
         Self {
-            state: State::Idle { last },
+            event: Event::State {
+                position: Position::NEVER,
+                state: State::default(),
+            },
             run: None,
         }
     }
 
-    pub(crate) fn running_id(&self) -> Option<RunId> {
-        self.state.run_id()
-    }
-}
-
-/// The placeholder a reused allocation holds between two states: idle, no run.
-impl<S, E> Default for Slot<S, E> {
-    fn default() -> Self {
-        Self::idle(None)
-    }
-}
-
-impl<S: Clone, E> Clone for Slot<S, E> {
-    fn clone(&self) -> Self {
+    /// The slot of run `id`'s start.
+    pub(crate) fn started(id: RunId, run: Arc<dyn ErasedRun<P, E>>) -> Self {
         Self {
-            state: self.state.clone(),
-            run: self.run.clone(),
+            event: Event::State {
+                position: Position::at(id, 0),
+                state: State::Running {
+                    run: id,
+                    progress: None,
+                },
+            },
+            run: Some(run),
+        }
+    }
+
+    /// Whether this slot was made by a progress item (not by a run's start or end).
+    pub(crate) fn is_progress(&self) -> bool {
+        self.run.is_some()
+            && match &self.event {
+                Event::Delta { .. } => true,
+                Event::State { state, .. } => state.progress().is_some(),
+            }
+    }
+
+    /// The key's state, with the running run's accumulated progress folded in.
+    pub(crate) fn state(&self) -> State<P, E> {
+        match &self.run {
+            Some(run) => State::Running {
+                run: run.core().id(),
+                progress: run.core().progress().1,
+            },
+            None => self.event.state().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The key's state as one event: the slot's own, or, for a progress slot, a `State` event
+    /// carrying the accumulated progress (a resync).
+    pub(crate) fn resync(&self) -> Event<P, E> {
+        match &self.run {
+            Some(run) if self.is_progress() => run.core().resync(),
+            _ => self.event.clone(),
         }
     }
 }
 
-/// The part of a run every party shares, whatever the repository's key and hasher types.
-pub(crate) struct RunCore<E> {
+/// The placeholder a reused allocation holds between two states: a key that never ran.
+impl<P, E> Default for Slot<P, E> {
+    fn default() -> Self {
+        Self::never()
+    }
+}
+
+/// The part of a run every party shares, whatever the repository's key and hasher types: its
+/// id, its abort signal, its outcome and the handles waiting for it, and its progress.
+pub(crate) struct RunCore<P, E> {
     /// Taken inside the compare-and-set that starts the run, under the key's lock, so the runs
     /// of one key get increasing ids in the order they start. Read only after that.
     id: AtomicU64,
-    pub(crate) abort: AbortController,
-    /// The outcome and the handles waiting for it.
-    completion: Mutex<Completion<E>>,
+    signal: SignalCore,
+    state: Mutex<RunState<P, E>>,
     /// Set once the stream has been dropped, before the waiting handles are taken (under
-    /// `completion`'s lock) to be woken; what handles wait for.
+    /// `state`'s lock) to be woken: what handles wait for.
     finished: AtomicBool,
     /// Set when the executor dropped the driver without polling it.
     refused: AtomicBool,
-    /// The driver's waker, woken by a stop. (Not the signal's event: that one allocates a
-    /// listener per waiter, and every run has a driver waiting.)
-    driver: Mutex<Option<Waker>>,
+    /// Set by a stopper before it computes the run's final progress: from then on the run
+    /// publishes nothing, so that progress stays final.
+    closing: AtomicBool,
+    /// How many deltas the log holds before it folds the older ones into its base.
+    max_deltas: usize,
 }
 
-/// How a run ended, and who waits to hear it.
-struct Completion<E> {
+struct RunState<P, E> {
     /// Written once, by whoever wins the transition that ends the run, inside that transition.
     outcome: Option<Outcome<E>>,
-    waiters: Waiters,
+    /// The handles awaiting the run's end.
+    waiters: WaitList,
+    log: Log<P>,
 }
 
-/// The wakers of the handles awaiting a run, one slot per handle, re-armed in place: awaiting
-/// allocates nothing for the first handle, and a slab slot for each further one (the slab
-/// boxed, as most runs have one handle or none).
-#[derive(Default)]
-struct Waiters {
-    first: Option<Waker>,
-    more: Option<Box<Slab<Waker>>>,
-}
-
-/// Which [`Waiters`] slot a handle holds.
-#[derive(Clone, Copy, Debug)]
-enum WaitSlot {
-    First,
-    More(usize),
-}
-
-impl Waiters {
-    /// Stores `waker` in the handle's slot, taking a free one if it has none.
-    fn register(&mut self, slot: &mut Option<WaitSlot>, waker: &Waker) {
-        let known = match *slot {
-            Some(WaitSlot::First) => self.first.as_mut(),
-            Some(WaitSlot::More(index)) => self.more.as_mut().and_then(|more| more.get_mut(index)),
-            None => None,
-        };
-        if let Some(known) = known {
-            if !known.will_wake(waker) {
-                known.clone_from(waker);
-            }
-        } else if self.first.is_none() {
-            self.first = Some(waker.clone());
-            *slot = Some(WaitSlot::First);
-        } else {
-            let more = self.more.get_or_insert_default();
-            *slot = Some(WaitSlot::More(more.insert(waker.clone())));
-        }
-    }
-
-    fn remove(&mut self, slot: WaitSlot) -> Option<Waker> {
-        match slot {
-            WaitSlot::First => self.first.take(),
-            WaitSlot::More(index) => self.more.as_mut()?.try_remove(index),
-        }
-    }
-
-    fn wake_all(self) {
-        let more = self.more.into_iter().flat_map(|more| more.into_iter());
-        for waker in self.first.into_iter().chain(more.map(|(_, waker)| waker)) {
-            waker.wake();
-        }
+impl<P: Value, E: Value> SignalHost for RunCore<P, E> {
+    fn signal_core(&self) -> &SignalCore {
+        &self.signal
     }
 }
 
-impl<E> RunCore<E> {
-    fn new() -> Self {
+impl<P: Value, E: Value> RunCore<P, E> {
+    pub(crate) fn new(max_deltas: usize) -> Self {
         Self {
             id: AtomicU64::new(0),
-            abort: AbortController::new(),
-            completion: Mutex::new(Completion {
+            signal: SignalCore::default(),
+            state: Mutex::new(RunState {
                 outcome: None,
-                waiters: Waiters::default(),
+                waiters: WaitList::default(),
+                log: Log::default(),
             }),
             finished: AtomicBool::new(false),
             refused: AtomicBool::new(false),
-            driver: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            max_deltas,
         }
     }
 
+    /// The run's signal: it lives in this record.
+    pub(crate) fn signal(self: &Arc<Self>) -> AbortSignal {
+        AbortSignal::of(Arc::clone(self) as Arc<dyn SignalHost>)
+    }
+}
+
+impl<P, E> RunCore<P, E> {
     pub(crate) fn id(&self) -> RunId {
-        RunId(self.id.load(Ordering::Relaxed))
+        RunId::new(self.id.load(Ordering::Relaxed))
     }
 
     /// Names the run; called once, inside the transition that starts it.
     pub(crate) fn set_id(&self, id: RunId) {
-        self.id.store(id.0, Ordering::Relaxed);
+        self.id.store(id.get(), Ordering::Relaxed);
     }
 
-    pub(crate) fn set_outcome(&self, outcome: Outcome<E>) {
-        lock(&self.completion).outcome = Some(outcome);
+    /// The last item's sequence number.
+    pub(crate) fn seq(&self) -> u64 {
+        lock(&self.state).log.seq()
     }
 
-    /// Fires the run's signal and wakes its driver, which then drops the stream.
-    pub(crate) fn abort(&self, reason: Option<Reason>) {
-        // Wake even if a callback of the signal panics: the stream must still be dropped.
-        let _wake = WakeOnDrop(self);
-        self.abort.abort(reason);
+    pub(crate) fn signal_core(&self) -> &SignalCore {
+        &self.signal
     }
 
-    /// Registers the driver's waker; returns whether the run was aborted meanwhile.
-    fn register_driver(&self, waker: &Waker) -> bool {
-        let mut slot = lock(&self.driver);
-        if !slot.as_ref().is_some_and(|known| known.will_wake(waker)) {
-            *slot = Some(waker.clone());
+    /// The progress now: its sequence number and value. Folds outside the lock (user code)
+    /// and keeps the result as the log's base, so the next reader need not fold again.
+    pub(crate) fn progress(&self) -> (u64, Option<Arc<P>>) {
+        let folding = lock(&self.state).log.folding();
+        let seq = folding.seq;
+        if folding.is_trivial() {
+            return (seq, folding.fold());
         }
-        drop(slot);
-        // `abort` sets the flag before it takes the waker, under the same lock: either it
-        // finds the waker stored above, or this load sees the flag.
-        self.abort.is_aborted()
+        let value = folding.fold();
+        if let Some(value) = &value {
+            let old = lock(&self.state).log.install(seq, Arc::clone(value));
+            drop(old);
+        }
+        (seq, value)
+    }
+
+    /// The run's progress now as a `State` event: what a watcher that fell behind takes.
+    pub(crate) fn resync(&self) -> Event<P, E> {
+        let run = self.id();
+        let (seq, progress) = self.progress();
+        Event::State {
+            position: Position::at(run, seq),
+            state: State::Running { run, progress },
+        }
+    }
+
+    /// What a cursor that has seen this run's items up to `seen` reads next.
+    pub(crate) fn next_after(&self, seen: u64) -> Next<P> {
+        lock(&self.state).log.next_after(seen)
+    }
+
+    pub(crate) fn outcome(&self) -> Option<Outcome<E>> {
+        lock(&self.state).outcome.clone()
     }
 
     pub(crate) fn was_refused(&self) -> bool {
         self.refused.load(Ordering::Acquire)
     }
 
-    fn finish(&self) {
-        self.finished.store(true, Ordering::Release);
-        let waiters = mem::take(&mut lock(&self.completion).waiters);
+    pub(crate) fn refuse(&self) {
+        self.refused.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// The run is over and its stream dropped: a signal that was not fired never will be (its
+    /// callbacks and waiters go), and the handles are told.
+    pub(crate) fn finish(&self, by_itself: bool) {
+        if by_itself {
+            // A stopped run's signal is fired by its stopper, who may not have done so yet: its
+            // callbacks must stay for that.
+            self.signal.close();
+        }
+        let waiters = {
+            let mut state = lock(&self.state);
+            self.finished.store(true, Ordering::Release);
+            state.waiters.take()
+        };
         // Woken outside the lock: a waker may run anything, this run's handles included.
         waiters.wake_all();
     }
 
-    fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
-    }
-}
-
-struct WakeOnDrop<'a, E>(&'a RunCore<E>);
-
-impl<E> Drop for WakeOnDrop<'_, E> {
-    fn drop(&mut self) {
-        let waker = lock(&self.0.driver).take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// A run with its key's types erased, so handles are `RunHandle<E>` only.
-pub(crate) trait ErasedRun<E>: Send + Sync {
-    fn core(&self) -> &RunCore<E>;
-
-    /// The stop transition: if this run still owns its key, records `Stopped { reason }` and
-    /// idles the key, through the run's own lease (no lookup). Returns whether it did.
-    fn stop_transition(&self, reason: Option<Reason>) -> bool;
-}
-
-/// A run: its core plus a lease on its key, so the key (and so the run's outcome) stays
-/// remembered while the driver or any handle lives.
-pub(crate) struct Run<K, S, E, H> {
-    /// Shared apart from the lease, so the driver can let go of the key before it reports.
-    pub(crate) core: Arc<RunCore<E>>,
-    pub(crate) topic: Topic<K, Slot<S, E>, H>,
-}
-
-impl<K, S, E, H> ErasedRun<E> for Run<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    fn core(&self) -> &RunCore<E> {
-        &self.core
-    }
-
-    fn stop_transition(&self, reason: Option<Reason>) -> bool {
-        self.conclude(Outcome::Stopped { reason })
-    }
-}
-
-impl<K, S, E, H> Run<K, S, E, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    pub(crate) fn new(topic: Topic<K, Slot<S, E>, H>) -> Self {
-        Self {
-            core: Arc::new(RunCore::new()),
-            topic,
-        }
-    }
-
-    /// Publishes `progress` if this run still owns the key.
-    fn publish(&self, progress: S) -> bool {
-        let id = self.core.id();
-        self.topic.update(|slot| {
-            let slot = slot?;
-            (slot.running_id() == Some(id)).then(|| Slot {
-                state: State::Running {
-                    run: id,
-                    progress: Some(progress),
-                },
-                run: slot.run.clone(),
-            })
-        })
-    }
-
-    /// Ends the run with `outcome` if it still owns the key; the outcome is recorded inside the
-    /// same transition, so handle, state and listeners agree.
-    pub(crate) fn conclude(&self, outcome: Outcome<E>) -> bool {
-        let id = self.core.id();
-        self.topic.update(|slot| {
-            let slot = slot?;
-            if slot.running_id() != Some(id) {
-                return None;
-            }
-            self.core.set_outcome(outcome.clone());
-            Some(Slot::idle(Some(outcome)))
-        })
-    }
-}
-
-/// Counts the drivers alive, so shutdown can wait for every stream to be dropped.
-#[derive(Debug, Default)]
-pub(crate) struct LiveTasks {
-    count: AtomicUsize,
-    quiet: Notify,
-}
-
-impl LiveTasks {
-    pub(crate) fn get(&self) -> usize {
-        // `SeqCst`: a shutdown's re-check after listening (see `Notify`).
-        self.count.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn enter(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn exit(&self) {
-        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.quiet.notify_all();
-        }
-    }
-
-    pub(crate) fn listen(&self) -> EventListener {
-        self.quiet.listen()
-    }
-}
-
-pin_project! {
-    /// The future a spawner runs for one run: polls the task's stream, publishes its items,
-    /// records how it ended, and drops the stream as soon as the run is stopped.
-    pub(crate) struct Driver<K, S, E, H, F, St, M>
-    where
-        K: Eq,
-        K: Hash,
-        K: Clone,
-        K: Send,
-        K: Sync,
-        K: 'static,
-        S: Send,
-        S: Sync,
-        S: 'static,
-        E: Send,
-        E: Sync,
-        E: 'static,
-        H: BuildHasher,
-        H: Send,
-        H: Sync,
-        H: 'static,
-    {
-        #[pin]
-        stream: Option<St>,
-        task: Option<F>,
-        run: Option<Arc<Run<K, S, E, H>>>,
-        live: Arc<LiveTasks>,
-        link: Option<AbortCallback>,
-        // A listener's panic during one of this run's transitions, resumed once the run is done.
-        panic: Deferred,
-        started: bool,
-        concluded: bool,
-        marker: PhantomData<fn() -> M>,
-    }
-
-    impl<K, S, E, H, F, St, M> PinnedDrop for Driver<K, S, E, H, F, St, M>
-    where
-        K: Eq,
-        K: Hash,
-        K: Clone,
-        K: Send,
-        K: Sync,
-        K: 'static,
-        S: Send,
-        S: Sync,
-        S: 'static,
-        E: Send,
-        E: Sync,
-        E: 'static,
-        H: BuildHasher,
-        H: Send,
-        H: Sync,
-        H: 'static,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            let Some(run) = this.run.take() else {
-                return;
-            };
-            if !*this.concluded {
-                // The executor dropped the run before it ended.
-                if !*this.started {
-                    run.core.refused.store(true, Ordering::Release);
-                }
-                // Stale-safe: does nothing if the run no longer owns the key.
-                this.panic.catch(|| run.conclude(Outcome::Lost));
-            }
-            finish(this.stream, this.task, run, this.link, this.live);
-            this.panic.resume();
-        }
-    }
-}
-
-/// Drops the stream (on the executor, where it was polled), lets go of the key, tells the
-/// handles, then leaves the live count.
-fn finish<K, S, E, H, F, St>(
-    mut stream: Pin<&mut Option<St>>,
-    task: &mut Option<F>,
-    run: Arc<Run<K, S, E, H>>,
-    link: &mut Option<AbortCallback>,
-    live: &Arc<LiveTasks>,
-) {
-    // A panicking destructor must not keep the handles waiting forever.
-    let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
-    let _ = panic::catch_unwind(AssertUnwindSafe(|| stream.set(None)));
-    drop(link.take());
-    // The driver's lease first, then the handles, then the live count: once a handle resolves
-    // the driver holds no key, and once a shutdown resolves every handle has resolved too.
-    let core = Arc::clone(&run.core);
-    drop(run);
-    core.finish();
-    live.exit();
-}
-
-impl<K, S, E, H, F, St, M> Driver<K, S, E, H, F, St, M>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-{
-    pub(crate) fn new(
-        run: Arc<Run<K, S, E, H>>,
-        task: F,
-        live: Arc<LiveTasks>,
-        link: Option<AbortCallback>,
-    ) -> Self {
-        Self {
-            stream: None,
-            task: Some(task),
-            run: Some(run),
-            live,
-            link,
-            panic: Deferred::default(),
-            started: false,
-            concluded: false,
-            marker: PhantomData,
-        }
-    }
-}
-
-impl<K, S, E, H, F, St, M> Future for Driver<K, S, E, H, F, St, M>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    S: Send + Sync + 'static,
-    E: Send + Sync + 'static,
-    H: BuildHasher + Send + Sync + 'static,
-    F: FnOnce(TaskContext<K>) -> St,
-    St: Stream,
-    St::Item: IntoProgress<S, E, M>,
-{
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        *this.started = true;
-        let Some(run) = this.run.as_ref() else {
-            return Poll::Ready(());
-        };
-        let mut budget = YIELD_BUDGET;
-        // The waker is registered once per poll; within the poll a stop is seen by the flag.
-        let mut aborted = run.core.register_driver(cx.waker());
-        let outcome = loop {
-            // A stopper records the outcome before it fires the signal: nothing to record here.
-            if aborted {
-                break None;
-            }
-            if let Some(task) = this.task.take() {
-                let context = TaskContext::new(run.topic.key().clone(), run.core.abort.signal());
-                match panic::catch_unwind(AssertUnwindSafe(|| task(context))) {
-                    Ok(stream) => this.stream.set(Some(stream)),
-                    Err(payload) => break Some(panicked(payload)),
-                }
-            }
-            let Some(stream) = this.stream.as_mut().as_pin_mut() else {
-                // Unreachable: the stream is set right above and only cleared in `finish`.
-                break Some(Outcome::Lost);
-            };
-            match panic::catch_unwind(AssertUnwindSafe(|| stream.poll_next(cx))) {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(Some(item))) => match item.into_progress() {
-                    Ok(progress) => {
-                        // A listener's panic means the item was published: keep driving.
-                        let published = this.panic.catch(|| run.publish(progress));
-                        if !published.unwrap_or(true) {
-                            // Stopped or superseded: the item is discarded.
-                            break None;
-                        }
-                        budget -= 1;
-                        if budget == 0 {
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        aborted = run.core.abort.is_aborted();
-                    }
-                    Err(error) => break Some(Outcome::Failed(Arc::new(error))),
-                },
-                Ok(Poll::Ready(None)) => break Some(Outcome::Completed),
-                Err(payload) => break Some(panicked(payload)),
-            }
-        };
-        if let Some(outcome) = outcome {
-            // Stale-safe: a stop that won the race has recorded its own outcome.
-            this.panic.catch(|| run.conclude(outcome));
-        }
-        *this.concluded = true;
-        if let Some(run) = this.run.take() {
-            finish(this.stream, this.task, run, this.link, this.live);
-        }
-        // The run is over and its stream dropped: a listener's panic surfaces here, to the
-        // executor, without having cut the run short.
-        this.panic.resume();
-        Poll::Ready(())
-    }
-}
-
-fn panicked<E>(payload: Payload) -> Outcome<E> {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|text| Arc::from(*text))
-        .or_else(|| {
-            payload
-                .downcast_ref::<String>()
-                .map(|text| Arc::from(text.as_str()))
-        });
-    discard(payload);
-    Outcome::Panicked { message }
-}
-
-/// Awaits the outcome of one run; resolves once the run's stream has been dropped.
-///
-/// Cloning gives another handle to the same run, so several parties can await it. Holding a
-/// handle keeps the key's last outcome remembered (see the crate docs, "Memory").
-///
-/// ```
-/// # futures::executor::block_on(async {
-/// use futures::stream;
-/// use keyrunner_task_runner_repository::{BoxFuture, Outcome, TaskRunnerRepository};
-///
-/// let repository: TaskRunnerRepository<&str, u32> =
-///     TaskRunnerRepository::new(|future: BoxFuture| {
-///         std::thread::spawn(move || futures::executor::block_on(future));
-///     });
-/// let handle = repository.run("job", |_| stream::iter([1, 2, 3])).unwrap();
-/// let other = handle.clone();
-/// assert_eq!(handle.await, Outcome::Completed);
-/// assert_eq!(other.await, Outcome::Completed);
-/// # });
-/// ```
-#[must_use = "dropping a RunHandle detaches it: the run goes on"]
-pub struct RunHandle<E> {
-    run: Arc<dyn ErasedRun<E>>,
-    /// The slot this handle's waker is kept in while it waits.
-    waiting: Option<WaitSlot>,
-}
-
-impl<E> RunHandle<E> {
-    pub(crate) fn new(run: Arc<dyn ErasedRun<E>>) -> Self {
-        Self { run, waiting: None }
-    }
-
-    /// The run this handle awaits.
-    #[must_use]
-    pub fn run_id(&self) -> RunId {
-        self.run.core().id()
-    }
-
-    /// The run's abort signal (fired when the run is asked to stop).
-    #[must_use]
-    pub fn abort_signal(&self) -> AbortSignal {
-        self.run.core().abort.signal()
-    }
-
-    /// Whether the run has ended and its stream has been dropped.
-    #[must_use]
-    pub fn is_finished(&self) -> bool {
-        self.run.core().is_finished()
-    }
-
-    /// The run's outcome, once it is finished.
-    #[must_use]
-    pub fn outcome(&self) -> Option<Outcome<E>> {
+    /// A handle's poll: the outcome once finished, or `Pending` with the waker registered.
+    pub(crate) fn poll_outcome(
+        &self,
+        slot: &mut Option<WaitSlot>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<E>> {
         if !self.is_finished() {
-            return None;
-        }
-        // Every path that finishes a run records an outcome first; `Lost` is a safe default
-        // should a driver ever be torn down in a way that skipped it.
-        Some(
-            lock(&self.run.core().completion)
-                .outcome
-                .clone()
-                .unwrap_or(Outcome::Lost),
-        )
-    }
-
-    /// Lets the run go on without this handle (the same as dropping it).
-    pub fn detach(self) {}
-}
-
-impl<E> Clone for RunHandle<E> {
-    fn clone(&self) -> Self {
-        Self::new(Arc::clone(&self.run))
-    }
-}
-
-impl<E> Future for RunHandle<E> {
-    type Output = Outcome<E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<E>> {
-        let this = &mut *self;
-        let core = this.run.core();
-        if !core.is_finished() {
-            let mut completion = lock(&core.completion);
+            let mut state = lock(&self.state);
             // Looked at again under the lock: `finish` sets the flag before it takes the
             // waiters under this lock, so either it takes this waker or this sees the flag.
-            if !core.is_finished() {
-                completion.waiters.register(&mut this.waiting, cx.waker());
+            if !self.is_finished() {
+                let replaced = state.waiters.register(slot, cx.waker());
+                drop(state);
+                drop(replaced);
                 return Poll::Pending;
             }
         }
         // `finish` took the waiters: the slot is gone.
-        this.waiting = None;
-        Poll::Ready(this.outcome().unwrap_or(Outcome::Lost))
+        *slot = None;
+        // Every path that finishes a run records an outcome first; `Lost` is a safe default
+        // should a driver ever be torn down in a way that skipped it.
+        Poll::Ready(self.outcome().unwrap_or(Outcome::Lost))
+    }
+
+    /// Frees a handle's waiter slot.
+    pub(crate) fn unregister(&self, slot: WaitSlot) {
+        let removed = lock(&self.state).waiters.remove(slot);
+        drop(removed);
+    }
+
+    /// Registers the driver's waker on the run's signal; returns whether the run was stopped.
+    pub(crate) fn register_driver(&self, slot: &mut Option<WaitSlot>, waker: &Waker) -> bool {
+        self.signal.is_aborted() || self.signal.register(slot, waker)
     }
 }
 
-impl<E> Drop for RunHandle<E> {
-    fn drop(&mut self) {
-        let Some(slot) = self.waiting.take() else {
-            return;
+/// A run seen from a key's slot, whatever the repository's key and hasher types.
+pub(crate) trait ErasedRun<P, E>: Send + Sync {
+    fn core(&self) -> &Arc<RunCore<P, E>>;
+
+    /// Stops this run if it still owns its key: records `Stopped { reason }` and idles the key,
+    /// then fires the signal. Returns whether this call stopped it. Panics of listeners and
+    /// callbacks are caught into `panic`.
+    fn stop(&self, reason: Option<Reason>, panic: &mut Deferred) -> bool;
+
+    /// A handle to this run.
+    fn handle(self: Arc<Self>) -> RunHandle<E>;
+}
+
+/// What became of an item the driver published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Published {
+    /// It is the run's progress now.
+    Yes,
+    /// The run no longer owns its key (it was stopped or superseded): discarded.
+    Stale,
+    /// A stopper is ending the run: discarded, and the run's signal is about to fire.
+    Closing,
+}
+
+/// A run seen from its driver.
+pub(crate) trait RunOps<K, P, E>: ErasedRun<P, E> {
+    /// The context the task is called with.
+    fn context(&self) -> TaskContext<K>;
+
+    /// Applies `update` if this run still owns its key and is not being stopped; otherwise the
+    /// item is discarded. `Err` carries a panic of the progress type's own code (a fold).
+    fn publish(&self, update: Update<P>) -> Result<Published, Payload>;
+
+    /// Ends the run with `outcome` if it still owns its key; returns whether it did.
+    fn conclude(&self, outcome: &Outcome<E>, panic: &mut Deferred) -> bool;
+
+    /// This run, seen from a slot.
+    fn erased(self: Arc<Self>) -> Arc<dyn ErasedRun<P, E>>;
+}
+
+/// A run: its core plus a lease on its key, so the key (and so the run's outcome) stays
+/// remembered while the driver, a node or any handle lives.
+pub(crate) struct Run<K, P, E, H> {
+    /// Shared apart from the lease, so the driver can let go of the key before it reports.
+    pub(crate) core: Arc<RunCore<P, E>>,
+    pub(crate) topic: Topic<K, Slot<P, E>, H>,
+    retention: Option<Arc<Retention<K, P, E, H>>>,
+}
+
+impl<K, P, E, H> Run<K, P, E, H>
+where
+    K: Key,
+    P: Value,
+    E: Value,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    pub(crate) fn new(
+        core: Arc<RunCore<P, E>>,
+        topic: Topic<K, Slot<P, E>, H>,
+        retention: Option<Arc<Retention<K, P, E, H>>>,
+    ) -> Self {
+        Self {
+            core,
+            topic,
+            retention,
+        }
+    }
+
+    /// Whether `slot` holds this very run.
+    fn owns(&self, slot: &Slot<P, E>) -> bool {
+        slot.run
+            .as_ref()
+            .is_some_and(|run| Arc::ptr_eq(run.core(), &self.core))
+    }
+
+    /// Ends the run with `outcome` if it still owns its key: idles the key with the run's final
+    /// progress in one compare-and-set, which also records the outcome, so handle, state and
+    /// listeners agree.
+    ///
+    /// The final progress is read inside the transition when no delta needs folding; otherwise
+    /// it is folded outside any lock (user code) and the transition retried, checking that no
+    /// item came in between. Only the driver publishes, and not once a stopper has set
+    /// `closing`: a stopper retries at most once more, the driver never.
+    fn end(&self, outcome: &Outcome<E>, panic: &mut Deferred) -> bool {
+        let id = self.core.id();
+        let mut folded: Option<(u64, Option<Arc<P>>)> = None;
+        loop {
+            let mut fold_first = false;
+            let ended = panic
+                .catch(|| {
+                    self.topic.update(|slot| {
+                        let slot = slot?;
+                        if !self.owns(slot) {
+                            return None;
+                        }
+                        let mut state = lock(&self.core.state);
+                        let seq = state.log.seq();
+                        let progress = match &folded {
+                            Some((at, progress)) if *at == seq => progress.clone(),
+                            // An item came in since the fold (before a stopper's `closing`).
+                            Some(_) => None,
+                            // No delta to fold: the base is the final progress.
+                            None => state.log.current().unwrap_or(None),
+                        };
+                        let stale = match &folded {
+                            Some((at, _)) => *at != seq,
+                            None => state.log.current().is_none(),
+                        };
+                        if stale {
+                            fold_first = true;
+                            return None;
+                        }
+                        state.outcome = Some(outcome.clone());
+                        drop(state);
+                        Some(Slot {
+                            event: Event::State {
+                                position: Position::at(id, seq + 1),
+                                state: State::Idle {
+                                    last: Some(outcome.clone()),
+                                    progress,
+                                },
+                            },
+                            run: None,
+                        })
+                    })
+                })
+                // A listener's panic can only come after the transition: it happened.
+                .unwrap_or(true);
+            if fold_first {
+                let folding = lock(&self.core.state).log.folding();
+                let seq = folding.seq;
+                // A panicking fold loses the final progress, not the transition.
+                let value = panic.catch(|| folding.fold()).flatten();
+                // The previous attempt's value is dropped here, with no lock held.
+                drop(folded.replace((seq, value)));
+                continue;
+            }
+            drop(folded);
+            if ended {
+                if let Some(retention) = &self.retention {
+                    panic.catch(|| retention.retain(&self.topic, id));
+                }
+            }
+            return ended;
+        }
+    }
+
+    /// Folds the older deltas into the base once the log holds more than the bound.
+    fn compact(&self) -> Result<(), Payload> {
+        let max = self.core.max_deltas;
+        let folding = {
+            let state = lock(&self.core.state);
+            if !state.log.over(max) {
+                return Ok(());
+            }
+            state.log.folding()
         };
-        let core = self.run.core();
-        let mut completion = lock(&core.completion);
-        // After `finish` the slots were taken, and a freed one may belong to another handle.
-        let waker = if core.is_finished() {
-            None
-        } else {
-            completion.waiters.remove(slot)
+        let seq = folding.seq;
+        let value = panic::catch_unwind(AssertUnwindSafe(|| folding.fold()))?;
+        let (old, evicted) = {
+            let mut state = lock(&self.core.state);
+            let old = value.and_then(|value| state.log.install(seq, value));
+            (old, state.log.trim(max / 2))
         };
-        drop(completion);
-        drop(waker);
+        drop((old, evicted));
+        Ok(())
     }
 }
 
-impl<E> Unpin for RunHandle<E> {}
+impl<K, P, E, H> ErasedRun<P, E> for Run<K, P, E, H>
+where
+    K: Key,
+    P: Value,
+    E: Value,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    fn core(&self) -> &Arc<RunCore<P, E>> {
+        &self.core
+    }
 
-impl<E> fmt::Debug for RunHandle<E> {
+    fn stop(&self, reason: Option<Reason>, panic: &mut Deferred) -> bool {
+        self.core.closing.store(true, Ordering::SeqCst);
+        let stopped = self.end(
+            &Outcome::Stopped {
+                reason: reason.clone(),
+            },
+            panic,
+        );
+        if stopped {
+            // The key is idle now: even if a listener panicked, the signal must fire and the
+            // driver (one of the signal's waiters) must wake to drop the stream.
+            panic.catch(|| self.core.signal.fire(reason));
+        }
+        stopped
+    }
+
+    fn handle(self: Arc<Self>) -> RunHandle<E> {
+        RunHandle::new(self)
+    }
+}
+
+impl<K, P, E, H> RunOps<K, P, E> for Run<K, P, E, H>
+where
+    K: Key,
+    P: Value,
+    E: Value,
+    H: BuildHasher + Send + Sync + 'static,
+{
+    fn context(&self) -> TaskContext<K> {
+        TaskContext::new(self.topic.key().clone(), self.core.id(), self.core.signal())
+    }
+
+    fn publish(&self, update: Update<P>) -> Result<Published, Payload> {
+        let id = self.core.id();
+        let (value, fold) = match update {
+            Update::Snapshot(value) => (value, None),
+            Update::Delta(value, fold) => (value, Some(fold)),
+        };
+        let mut value = Some(value);
+        let mut evicted = None;
+        // A snapshot reuses the allocation of one nobody holds any more: what it held, or the
+        // spare that was still shared, is dropped after the lock.
+        let mut replaced = None;
+        let mut shared_spare = None;
+        let mut closing = false;
+        let published = self.topic.update(|slot| {
+            let slot = slot?;
+            if !self.owns(slot) {
+                return None;
+            }
+            if self.core.closing.load(Ordering::SeqCst) {
+                closing = true;
+                return None;
+            }
+            let value = value.take()?;
+            let mut state = lock(&self.core.state);
+            let event = match fold {
+                None => {
+                    let value = match state.log.take_spare() {
+                        Some(mut spare) => match Arc::get_mut(&mut spare) {
+                            Some(unused) => {
+                                replaced = Some(std::mem::replace(unused, value));
+                                spare
+                            }
+                            None => {
+                                shared_spare = Some(spare);
+                                Arc::new(value)
+                            }
+                        },
+                        None => Arc::new(value),
+                    };
+                    let (seq, older) = state.log.snapshot(Arc::clone(&value));
+                    evicted = Some(older);
+                    Event::State {
+                        position: Position::at(id, seq),
+                        state: State::Running {
+                            run: id,
+                            progress: Some(value),
+                        },
+                    }
+                }
+                Some(fold) => {
+                    let value = Arc::new(value);
+                    Event::Delta {
+                        position: Position::at(id, state.log.delta(Arc::clone(&value), fold)),
+                        delta: value,
+                    }
+                }
+            };
+            drop(state);
+            Some(Slot {
+                event,
+                run: slot.run.clone(),
+            })
+        });
+        // Dropped here, not inside the transition: a discarded item's destructor is user code.
+        drop((value, evicted, replaced, shared_spare));
+        if !published {
+            return Ok(if closing {
+                Published::Closing
+            } else {
+                Published::Stale
+            });
+        }
+        if fold.is_some() {
+            self.compact()?;
+        }
+        Ok(Published::Yes)
+    }
+
+    fn conclude(&self, outcome: &Outcome<E>, panic: &mut Deferred) -> bool {
+        self.end(outcome, panic)
+    }
+
+    fn erased(self: Arc<Self>) -> Arc<dyn ErasedRun<P, E>> {
+        self
+    }
+}
+
+impl<P, E> fmt::Debug for Slot<P, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunHandle")
-            .field("run", &self.run_id())
-            .field("finished", &self.is_finished())
+        f.debug_struct("Slot")
+            .field("position", &self.event.position())
+            .field("running", &self.run.is_some())
             .finish_non_exhaustive()
     }
 }

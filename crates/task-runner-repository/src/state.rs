@@ -1,23 +1,65 @@
-//! The plain-data view of a key: [`State`], [`Outcome`], [`RunId`] and [`Reason`].
+//! The plain-data view of a key: [`State`], [`Outcome`], [`RunId`], [`Reason`] and [`NoError`].
 
 use std::fmt;
 use std::sync::Arc;
 
+/// The default error type of a repository whose tasks cannot fail: it has no values.
+///
+/// It implements every trait an error type of this crate may need (including `Serialize` and
+/// `Deserialize` under the `serde` feature), so `State<P>` and `Outcome` work with every
+/// feature on and no error type named.
+///
+/// ```
+/// use keyrunner_task_runner_repository::{NoError, Outcome};
+///
+/// let outcome: Outcome = Outcome::Completed; // `Outcome<NoError>`
+/// assert!(outcome.error().is_none());
+/// fn never(error: NoError) -> u32 {
+///     match error {}
+/// }
+/// # let _ = never;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum NoError {}
+
+impl fmt::Display for NoError {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for NoError {}
+
 /// Identifies one run of one key.
 ///
-/// Ids are unique within a repository, and the runs of one key get increasing ids in the
-/// order they start (an id is taken inside the transition that starts the run), so a
+/// Ids are unique within a repository, start at 1, and the runs of one key get increasing ids
+/// in the order they start (an id is taken inside the transition that starts the run), so a
 /// [`RunningNode`](crate::RunningNode) can tell "its" run from a later one on the same key, and
 /// an id can serve as a fencing token for the key.
+///
+/// ```
+/// use keyrunner_task_runner_repository::RunId;
+///
+/// let run = RunId::new(7);
+/// assert_eq!(run.get(), 7);
+/// assert_eq!(run.to_string(), "run#7");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
-pub struct RunId(pub(crate) u64);
+pub struct RunId(u64);
 
 impl RunId {
-    /// The id as a number (unique per repository, increasing).
+    /// A run id from its number; another backend (a distributed one, say) uses its own fence.
     #[must_use]
-    pub fn get(self) -> u64 {
+    pub const fn new(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// The id as a number.
+    #[must_use]
+    pub const fn get(self) -> u64 {
         self.0
     }
 }
@@ -85,20 +127,40 @@ impl From<String> for Reason {
 ///
 /// `Failed` holds the task's error behind an [`Arc`], so outcomes are cheap to clone and every
 /// party awaiting a [`RunHandle`](crate::RunHandle) gets the same error.
+///
+/// With the `serde` feature, an outcome is an object tagged by `"type"` (see
+/// `docs/wire-format.md`):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use keyrunner_task_runner_repository::{Outcome, Reason};
+///
+/// let stopped: Outcome = Outcome::Stopped { reason: Some(Reason::from("user")) };
+/// assert_eq!(
+///     serde_json::to_string(&stopped).unwrap(),
+///     r#"{"type":"stopped","reason":"user"}"#,
+/// );
+/// # }
+/// ```
 #[derive(Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum Outcome<E> {
+#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
+pub enum Outcome<E = NoError> {
     /// The task's stream ended by itself.
     Completed,
-    /// The run was stopped: by a [`RunningNode`](crate::RunningNode), a replacement, a shutdown or
-    /// a linked [`AbortSignal`](crate::AbortSignal), with the reason given, if any.
+    /// The run was stopped: by a [`RunningNode`](crate::RunningNode), a `stop` of its key, a
+    /// replacement, a shutdown or a linked [`AbortSignal`](crate::AbortSignal), with the reason
+    /// given, if any.
     Stopped {
         /// The reason passed to `stop`, if any.
         reason: Option<Reason>,
     },
-    /// The task's stream yielded `Err(error)`; the stream was dropped at once.
-    Failed(Arc<E>),
-    /// The task function or its stream panicked; the panic was caught.
+    /// The task's stream yielded an error; the stream was dropped at once.
+    Failed {
+        /// The task's error.
+        error: Arc<E>,
+    },
+    /// The task function, its stream, or its progress type panicked; the panic was caught.
     Panicked {
         /// The panic message, when the payload was a string.
         message: Option<Arc<str>>,
@@ -115,7 +177,9 @@ impl<E> Clone for Outcome<E> {
             Self::Stopped { reason } => Self::Stopped {
                 reason: reason.clone(),
             },
-            Self::Failed(error) => Self::Failed(Arc::clone(error)),
+            Self::Failed { error } => Self::Failed {
+                error: Arc::clone(error),
+            },
             Self::Panicked { message } => Self::Panicked {
                 message: message.clone(),
             },
@@ -129,7 +193,7 @@ impl<E: PartialEq> PartialEq for Outcome<E> {
         match (self, other) {
             (Self::Completed, Self::Completed) | (Self::Lost, Self::Lost) => true,
             (Self::Stopped { reason: a }, Self::Stopped { reason: b }) => a == b,
-            (Self::Failed(a), Self::Failed(b)) => a == b,
+            (Self::Failed { error: a }, Self::Failed { error: b }) => a == b,
             (Self::Panicked { message: a }, Self::Panicked { message: b }) => a == b,
             _ => false,
         }
@@ -154,7 +218,7 @@ impl<E> Outcome<E> {
     /// Whether the task failed with an error.
     #[must_use]
     pub fn is_failed(&self) -> bool {
-        matches!(self, Self::Failed(_))
+        matches!(self, Self::Failed { .. })
     }
 
     /// Whether the task panicked.
@@ -177,7 +241,7 @@ impl<E> Outcome<E> {
             Self::Stopped {
                 reason: Some(reason),
             } => Some(LastError::Stopped(reason)),
-            Self::Failed(error) => Some(LastError::Failed(error)),
+            Self::Failed { error } => Some(LastError::Failed(error)),
             _ => None,
         }
     }
@@ -192,40 +256,74 @@ pub enum LastError<'a, E> {
     Failed(&'a E),
 }
 
-/// The state of one key, as listeners see it.
+/// The state of one key.
 ///
 /// Transitions of a key always follow `Idle → Running { progress: None } → Running {
-/// progress: Some(..) } … → Idle { last: Some(outcome) }`.
+/// progress: Some(..) } … → Idle { last: Some(outcome), .. }`. Progress is the task's
+/// accumulated progress (its last snapshot, with the deltas since folded in); it is shared, so
+/// cloning a state never copies it.
 ///
 /// ```
+/// use std::sync::Arc;
+///
 /// use keyrunner_task_runner_repository::{Outcome, State};
 ///
-/// let state: State<u32> = State::Idle { last: Some(Outcome::Completed) };
+/// let state: State<String> = State::Idle {
+///     last: Some(Outcome::Completed),
+///     progress: Some(Arc::new("Hello".to_owned())),
+/// };
 /// assert!(state.is_idle());
+/// assert_eq!(state.progress().map(String::as_str), Some("Hello"));
 /// assert_eq!(state.error(), None);
+/// ```
+///
+/// With the `serde` feature, a state is an object tagged by `"type"` (see
+/// `docs/wire-format.md`):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use std::sync::Arc;
+///
+/// use keyrunner_task_runner_repository::{RunId, State};
+///
+/// let running: State<String> = State::Running {
+///     run: RunId::new(7),
+///     progress: Some(Arc::new("Hel".to_owned())),
+/// };
+/// assert_eq!(
+///     serde_json::to_string(&running).unwrap(),
+///     r#"{"type":"running","run":7,"progress":"Hel"}"#,
+/// );
+/// # }
 /// ```
 #[derive(Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum State<S, E = std::convert::Infallible> {
+#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
+pub enum State<P, E = NoError> {
     /// No task runs for the key.
     Idle {
         /// How the key's last run ended, while the repository remembers it (see the crate docs,
         /// "Memory").
         last: Option<Outcome<E>>,
+        /// The last run's final progress, while the repository remembers it.
+        progress: Option<Arc<P>>,
     },
     /// A task runs for the key.
     Running {
         /// Which run.
         run: RunId,
-        /// The last item the task's stream yielded: `None` until its first item.
-        progress: Option<S>,
+        /// The task's progress so far: `None` until its first item.
+        progress: Option<Arc<P>>,
     },
 }
 
-impl<S: Clone, E> Clone for State<S, E> {
+impl<P, E> Clone for State<P, E> {
     fn clone(&self) -> Self {
         match self {
-            Self::Idle { last } => Self::Idle { last: last.clone() },
+            Self::Idle { last, progress } => Self::Idle {
+                last: last.clone(),
+                progress: progress.clone(),
+            },
             Self::Running { run, progress } => Self::Running {
                 run: *run,
                 progress: progress.clone(),
@@ -234,10 +332,19 @@ impl<S: Clone, E> Clone for State<S, E> {
     }
 }
 
-impl<S: PartialEq, E: PartialEq> PartialEq for State<S, E> {
+impl<P: PartialEq, E: PartialEq> PartialEq for State<P, E> {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Self::Idle { last: a }, Self::Idle { last: b }) => a == b,
+            (
+                Self::Idle {
+                    last: a,
+                    progress: pa,
+                },
+                Self::Idle {
+                    last: b,
+                    progress: pb,
+                },
+            ) => a == b && pa == pb,
             (
                 Self::Running {
                     run: a,
@@ -253,15 +360,19 @@ impl<S: PartialEq, E: PartialEq> PartialEq for State<S, E> {
     }
 }
 
-impl<S: Eq, E: Eq> Eq for State<S, E> {}
+impl<P: Eq, E: Eq> Eq for State<P, E> {}
 
-impl<S, E> Default for State<S, E> {
+/// A key that never ran: idle, no outcome, no progress.
+impl<P, E> Default for State<P, E> {
     fn default() -> Self {
-        Self::Idle { last: None }
+        Self::Idle {
+            last: None,
+            progress: None,
+        }
     }
 }
 
-impl<S, E> State<S, E> {
+impl<P, E> State<P, E> {
     /// Whether no task runs for the key.
     #[must_use]
     pub fn is_idle(&self) -> bool {
@@ -274,12 +385,11 @@ impl<S, E> State<S, E> {
         matches!(self, Self::Running { .. })
     }
 
-    /// The running task's last item, if running and it yielded one.
+    /// The progress: the running task's so far, or the last run's final progress.
     #[must_use]
-    pub fn progress(&self) -> Option<&S> {
+    pub fn progress(&self) -> Option<&P> {
         match self {
-            Self::Running { progress, .. } => progress.as_ref(),
-            Self::Idle { .. } => None,
+            Self::Running { progress, .. } | Self::Idle { progress, .. } => progress.as_deref(),
         }
     }
 
@@ -287,7 +397,7 @@ impl<S, E> State<S, E> {
     #[must_use]
     pub fn last_outcome(&self) -> Option<&Outcome<E>> {
         match self {
-            Self::Idle { last } => last.as_ref(),
+            Self::Idle { last, .. } => last.as_ref(),
             Self::Running { .. } => None,
         }
     }

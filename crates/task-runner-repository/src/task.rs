@@ -1,28 +1,50 @@
-//! What a task is: a function of a [`TaskContext`] returning a stream of progress.
+//! What a task is given: [`TaskContext`].
 
 use std::fmt;
 
 use crate::abort::AbortSignal;
+use crate::state::RunId;
 
-/// What a task is given: the key it runs for and the signal asking it to stop.
+/// What a task is given: the key it runs for, its run's id, and the signal asking it to stop.
 ///
 /// The repository drops the task's stream promptly when the run is stopped, so most tasks never
 /// need to look at the signal; it is there for work that outlives a poll (a request in flight, a
-/// child process) and should be cancelled cooperatively.
+/// child process) and should be cancelled cooperatively. The run id can fence the task's own
+/// writes elsewhere: a later run of the same key has a larger id.
+///
+/// ```
+/// use keyrunner_task_runner_repository::{AbortController, RunId, TaskContext};
+///
+/// let controller = AbortController::new();
+/// let cx = TaskContext::new("chat-1", RunId::new(3), controller.signal());
+/// assert_eq!(*cx.key(), "chat-1");
+/// assert_eq!(cx.run_id(), RunId::new(3));
+/// assert!(!cx.abort_signal().is_aborted());
+/// ```
 pub struct TaskContext<K> {
     key: K,
+    run: RunId,
     signal: AbortSignal,
 }
 
 impl<K> TaskContext<K> {
-    pub(crate) fn new(key: K, signal: AbortSignal) -> Self {
-        Self { key, signal }
+    /// A context for `key`'s run `run`, asked to stop by `signal`: for other backends and tests
+    /// (the repository builds its tasks' contexts itself).
+    #[must_use]
+    pub fn new(key: K, run: RunId, signal: AbortSignal) -> Self {
+        Self { key, run, signal }
     }
 
     /// The key this run belongs to.
     #[must_use]
-    pub fn job_key(&self) -> &K {
+    pub fn key(&self) -> &K {
         &self.key
+    }
+
+    /// The run's id.
+    #[must_use]
+    pub fn run_id(&self) -> RunId {
+        self.run
     }
 
     /// The signal fired when this run is asked to stop.
@@ -41,48 +63,9 @@ impl<K> TaskContext<K> {
 impl<K: fmt::Debug> fmt::Debug for TaskContext<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskContext")
-            .field("job_key", &self.key)
+            .field("key", &self.key)
+            .field("run", &self.run)
             .field("abort_signal", &self.signal)
             .finish()
     }
-}
-
-/// Markers that let a task's stream yield either plain progress `S` or `Result<S, E>`.
-///
-/// You never name these: the compiler picks the one that fits the stream's item type.
-pub mod progress {
-    /// The stream yields `S`: it cannot fail.
-    #[derive(Debug)]
-    pub struct Plain(());
-    /// The stream yields `Result<S, E>`: an `Err` ends the run as
-    /// [`Outcome::Failed`](crate::Outcome::Failed).
-    #[derive(Debug)]
-    pub struct Fallible(());
-}
-
-/// An item of a task's stream: either plain progress `S` or `Result<S, E>`.
-///
-/// Implemented for `S` (with marker [`progress::Plain`]) and for `Result<S, E>` (with marker
-/// [`progress::Fallible`]); the marker is inferred, so both kinds of stream work with no wrapper.
-pub trait IntoProgress<S, E, M>: sealed::Sealed<S, E, M> {
-    /// The item as progress or the run's error.
-    fn into_progress(self) -> Result<S, E>;
-}
-
-impl<S, E> IntoProgress<S, E, progress::Plain> for S {
-    fn into_progress(self) -> Result<S, E> {
-        Ok(self)
-    }
-}
-
-impl<S, E> IntoProgress<S, E, progress::Fallible> for Result<S, E> {
-    fn into_progress(self) -> Result<S, E> {
-        self
-    }
-}
-
-mod sealed {
-    pub trait Sealed<S, E, M> {}
-    impl<S, E> Sealed<S, E, super::progress::Plain> for S {}
-    impl<S, E> Sealed<S, E, super::progress::Fallible> for Result<S, E> {}
 }

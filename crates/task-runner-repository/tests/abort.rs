@@ -1,20 +1,14 @@
 //! The abort signal: fires once, callbacks (late ones run at once), a future, cheap clones.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::task::{Context, Poll};
 use std::thread;
 
-use futures::task::{ArcWake, waker};
+use common::CountingWaker;
 use keyrunner_task_runner_repository::{AbortController, Reason};
-
-struct CountingWaker(AtomicUsize);
-
-impl ArcWake for CountingWaker {
-    fn wake_by_ref(this: &Arc<Self>) {
-        this.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 #[test]
 fn fires_once_and_keeps_the_first_reason() {
@@ -65,12 +59,11 @@ fn the_future_is_pending_then_woken_then_ready() {
     let controller = AbortController::new();
     let signal = controller.signal();
     let mut aborted = signal.aborted();
-    let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-    let waker = waker(Arc::clone(&counter));
+    let (counter, waker) = CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
     assert!(std::pin::Pin::new(&mut aborted).poll(&mut cx).is_pending());
     controller.abort(None);
-    assert_eq!(counter.0.load(Ordering::SeqCst), 1, "woken by abort");
+    assert_eq!(counter.count(), 1, "woken by abort");
     assert_eq!(
         std::pin::Pin::new(&mut aborted).poll(&mut cx),
         Poll::Ready(())

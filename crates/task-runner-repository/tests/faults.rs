@@ -5,12 +5,13 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Alive, Manual, recorder};
+use common::{Alive, Manual, on_state, recorder};
 use futures::channel::mpsc;
 use futures::executor::LocalPool;
 use futures::stream::{self, StreamExt};
 use keyrunner_task_runner_repository::{
     AbortController, Conflict, Outcome, Reason, RunError, State, StateNode, TaskRunnerRepository,
+    spawn_fn,
 };
 
 type Repo = TaskRunnerRepository<u32, u32, String>;
@@ -70,7 +71,7 @@ fn a_panicking_stream_is_recorded_and_dropped() {
 
 #[test]
 fn a_spawner_that_refuses_leaves_the_key_idle_with_a_typed_error() {
-    let repo: Repo = TaskRunnerRepository::new(drop::<keyrunner_task_runner_repository::BoxFuture>);
+    let repo: Repo = TaskRunnerRepository::new(spawn_fn(drop));
     let (seen, listener) = recorder();
     let _subscription = repo.listen(1, listener, false);
     let error = repo.run(1, |_| stream::iter([1])).unwrap_err();
@@ -79,7 +80,8 @@ fn a_spawner_that_refuses_leaves_the_key_idle_with_a_typed_error() {
     assert_eq!(
         repo.state(&1),
         State::Idle {
-            last: Some(Outcome::Lost)
+            last: Some(Outcome::Lost),
+            progress: None
         }
     );
     let seen = seen.lock().unwrap();
@@ -88,7 +90,8 @@ fn a_spawner_that_refuses_leaves_the_key_idle_with_a_typed_error() {
         [
             State::Running { .. },
             State::Idle {
-                last: Some(Outcome::Lost)
+                last: Some(Outcome::Lost),
+                progress: None
             }
         ]
     ));
@@ -120,7 +123,7 @@ fn listeners_may_read_run_and_stop_from_inside_their_callback() {
     let counter = Arc::clone(&restarted);
     let _subscription = repo.listen(
         1,
-        move |state: &State<u32, String>| {
+        on_state(move |state: &State<u32, String>| {
             let _ = inside.state(&1);
             let _ = inside.running_keys();
             match inside.state_node(1) {
@@ -138,7 +141,7 @@ fn listeners_may_read_run_and_stop_from_inside_their_callback() {
                 _ => {}
             }
             let _nested = inside.listen(2, |_| {}, true);
-        },
+        }),
         true,
     );
     repo.run(1, |_| stream::iter([1, 2, 3])).unwrap().detach();
@@ -168,11 +171,11 @@ fn a_panicking_listener_does_not_stop_the_run_or_other_listeners() {
     let (seen, listener) = recorder();
     let _bad = repo.listen(
         1,
-        |state: &State<u32, String>| {
+        on_state(|state: &State<u32, String>| {
             if state.progress() == Some(&1) {
                 panic!("listener");
             }
-        },
+        }),
         false,
     );
     let _good = repo.listen(1, listener, false);
@@ -360,7 +363,7 @@ fn observers_read_and_listen() {
     let sink = Arc::clone(&seen);
     let _subscription = observer.listen(
         1,
-        move |state: &State<u32, String>| sink.lock().unwrap().push(state.is_running()),
+        on_state(move |state: &State<u32, String>| sink.lock().unwrap().push(state.is_running())),
         true,
     );
     controller.run(1, |_| stream::iter([1])).unwrap().detach();

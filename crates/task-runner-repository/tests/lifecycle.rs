@@ -4,20 +4,22 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Alive, Manual, recorder};
+use common::{Alive, CountingWaker, Manual, recorder};
 use futures::channel::mpsc;
 use futures::executor::LocalPool;
 use futures::stream;
-use keyrunner_task_runner_repository::{LastError, Outcome, Reason, RunId, State, StateNode};
+use keyrunner_task_runner_repository::{
+    LastError, Outcome, Reason, RunError, RunId, State, StateNode,
+};
 
 type Repo = keyrunner_task_runner_repository::TaskRunnerRepository<&'static str, u32, String>;
 
 fn idle(last: Option<Outcome<String>>) -> State<u32, String> {
-    State::Idle { last }
+    common::idle(last)
 }
 
 fn running(run: RunId, progress: Option<u32>) -> State<u32, String> {
-    State::Running { run, progress }
+    common::running(run, progress)
 }
 
 #[test]
@@ -44,7 +46,7 @@ fn a_completed_run_shows_every_transition_in_order() {
             running(run, None),
             running(run, Some(1)),
             running(run, Some(2)),
-            idle(Some(Outcome::Completed)),
+            common::ended(Outcome::Completed, Some(2)),
         ]
     );
     assert_eq!(handle.outcome(), Some(Outcome::Completed));
@@ -66,7 +68,12 @@ fn a_failing_stream_records_its_error_and_drops_the_stream() {
     manual.drive(&mut pool);
 
     let outcome = handle.outcome().unwrap();
-    assert_eq!(outcome, Outcome::Failed(Arc::new("boom".to_string())));
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            error: Arc::new("boom".to_string())
+        }
+    );
     let state = repo.state(&"k");
     assert_eq!(state.error(), Some(LastError::Failed(&"boom".to_string())));
     assert_eq!(alive.count(), 0, "the stream is dropped after its error");
@@ -147,7 +154,7 @@ fn a_stale_node_cannot_stop_a_later_run() {
     let second = repo.run("k", |_| stream::pending::<u32>()).unwrap();
 
     let error = stale.stop(Reason::from("late")).unwrap_err();
-    assert_eq!(error.run_id(), first.run_id());
+    assert_eq!(error.run_id(), Some(first.run_id()));
     assert_eq!(
         error.to_string(),
         format!("{} has already ended", first.run_id())
@@ -225,22 +232,6 @@ fn a_handle_can_be_awaited_by_several_parties_and_dropping_it_detaches() {
     assert_eq!(*results.lock().unwrap(), vec![Outcome::Completed; 3]);
 }
 
-/// A waker that counts its wake-ups.
-#[derive(Default)]
-struct CountingWaker(std::sync::atomic::AtomicUsize);
-
-impl futures::task::ArcWake for CountingWaker {
-    fn wake_by_ref(this: &Arc<Self>) {
-        this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl CountingWaker {
-    fn wakes(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 #[test]
 fn waiting_handles_can_leave_come_back_and_change_wakers() {
     use std::future::Future;
@@ -249,10 +240,9 @@ fn waiting_handles_can_leave_come_back_and_change_wakers() {
 
     fn poll(
         handle: &mut keyrunner_task_runner_repository::RunHandle<String>,
-        waker: &Arc<CountingWaker>,
+        waker: &(Arc<CountingWaker>, std::task::Waker),
     ) -> Poll<Outcome<String>> {
-        let waker = futures::task::waker(Arc::clone(waker));
-        Pin::new(handle).poll(&mut Context::from_waker(&waker))
+        Pin::new(handle).poll(&mut Context::from_waker(&waker.1))
     }
 
     let manual = Manual::default();
@@ -263,7 +253,7 @@ fn waiting_handles_can_leave_come_back_and_change_wakers() {
     manual.drive(&mut pool);
 
     let mut handles: Vec<_> = (0..4).map(|_| handle.clone()).collect();
-    let wakers: Vec<Arc<CountingWaker>> = (0..6).map(|_| Arc::default()).collect();
+    let wakers: Vec<_> = (0..6).map(|_| CountingWaker::new()).collect();
     for (handle, waker) in handles.iter_mut().zip(&wakers) {
         assert!(poll(handle, waker).is_pending());
     }
@@ -277,13 +267,13 @@ fn waiting_handles_can_leave_come_back_and_change_wakers() {
     tx.unbounded_send(1).unwrap();
     drop(tx);
     manual.drive(&mut pool);
-    let woken: Vec<usize> = wakers.iter().map(|waker| waker.wakes()).collect();
+    let woken: Vec<usize> = wakers.iter().map(|(counter, _)| counter.count()).collect();
     // Handle 1 moved from waker 1 to waker 5; handles 0 and 2 left; 3 and the late one wait.
     assert_eq!(woken, [0, 0, 0, 1, 1, 1]);
     for handle in handles.iter_mut().chain([&mut late]) {
         assert_eq!(poll(handle, &wakers[0]), Poll::Ready(Outcome::Completed));
     }
-    assert_eq!(wakers[0].wakes(), 0, "a finished run registers no waker");
+    assert_eq!(wakers[0].0.count(), 0, "a finished run registers no waker");
 }
 
 #[test]
@@ -293,7 +283,11 @@ fn the_last_outcome_is_kept_while_a_handle_lives_and_forgotten_after() {
     let repo: Repo = manual.repository();
     let handle = repo.run("k", |_| stream::iter([1])).unwrap();
     manual.drive(&mut pool);
-    assert_eq!(repo.state(&"k"), idle(Some(Outcome::Completed)));
+    assert_eq!(
+        repo.state(&"k"),
+        common::ended(Outcome::Completed, Some(1)),
+        "idle keeps the run's final progress"
+    );
     assert_eq!(repo.len(), 1);
     drop(handle);
     assert_eq!(repo.len(), 0, "idle, unwatched, no handle: forgotten");
@@ -308,7 +302,7 @@ fn a_listener_keeps_the_last_outcome() {
     let subscription = repo.listen("k", |_| {}, false);
     repo.run("k", |_| stream::iter([1])).unwrap().detach();
     manual.drive(&mut pool);
-    assert_eq!(repo.state(&"k"), idle(Some(Outcome::Completed)));
+    assert_eq!(repo.state(&"k"), common::ended(Outcome::Completed, Some(1)));
     subscription.unsubscribe();
     assert!(repo.is_empty());
 }
@@ -351,7 +345,7 @@ fn the_task_sees_its_key_and_signal() {
     let sink = Arc::clone(&seen);
     let handle = repo
         .run("k", move |cx| {
-            *sink.lock().unwrap() = Some((*cx.job_key(), cx.abort_signal().is_aborted()));
+            *sink.lock().unwrap() = Some((*cx.key(), cx.abort_signal().is_aborted()));
             stream::empty::<u32>()
         })
         .unwrap();
@@ -361,5 +355,118 @@ fn the_task_sees_its_key_and_signal() {
     assert!(
         !handle.abort_signal().is_aborted(),
         "a run's own end fires nothing"
+    );
+}
+
+#[test]
+fn stop_by_key_stops_the_run_current_at_that_instant() {
+    let manual = Manual::default();
+    let mut pool = LocalPool::new();
+    let repo: Repo = manual.repository();
+    assert_eq!(
+        repo.stop(&"k", Reason::from("nothing")),
+        Err(keyrunner_task_runner_repository::StopError::Idle)
+    );
+    let first = repo.run("k", |_| stream::pending::<u32>()).unwrap();
+    assert_eq!(repo.stop(&"k", Reason::from("user")), Ok(first.run_id()));
+    manual.drive(&mut pool);
+    let second = repo.run("k", |_| stream::pending::<u32>()).unwrap();
+    assert_eq!(
+        repo.controller().stop(&"k", None),
+        Ok(second.run_id()),
+        "the run current now, not the one stopped before"
+    );
+    manual.drive(&mut pool);
+    assert_eq!(
+        first.outcome(),
+        Some(Outcome::Stopped {
+            reason: Some(Reason::from("user"))
+        })
+    );
+    assert_eq!(second.outcome(), Some(Outcome::Stopped { reason: None }));
+    assert_eq!(
+        repo.stop(&"k", None).unwrap_err().to_string(),
+        "the key is idle"
+    );
+}
+
+#[test]
+fn is_allocated_follows_what_holds_the_key() {
+    let manual = Manual::default();
+    let mut pool = LocalPool::new();
+    let repo: Repo = manual.repository();
+    assert!(!repo.is_allocated(&"k"));
+    let handle = repo.run("k", |_| stream::iter([1])).unwrap();
+    assert!(repo.is_allocated(&"k"), "running");
+    manual.drive(&mut pool);
+    assert!(repo.is_allocated(&"k"), "the handle holds it");
+    drop(handle);
+    assert!(!repo.is_allocated(&"k"), "forgotten");
+    let observer = repo.observer();
+    let listening = observer.listen("k", |_| {}, false);
+    assert!(observer.is_allocated(&"k"));
+    drop(listening);
+    assert!(!observer.is_allocated(&"k"));
+}
+
+#[test]
+fn a_running_node_exposes_its_runs_progress() {
+    let manual = Manual::default();
+    let mut pool = LocalPool::new();
+    let repo: Repo = manual.repository();
+    let (tx, rx) = mpsc::unbounded();
+    let handle = repo.run("k", move |_| rx).unwrap();
+    manual.drive(&mut pool);
+    let StateNode::Running(node) = repo.state_node("k") else {
+        panic!("running");
+    };
+    assert_eq!(node.progress(), None);
+    tx.unbounded_send(7).unwrap();
+    manual.drive(&mut pool);
+    assert_eq!(node.progress().as_deref(), Some(&7));
+    drop(tx);
+    manual.drive(&mut pool);
+    assert_eq!(handle.outcome(), Some(Outcome::Completed));
+    assert_eq!(
+        node.progress().as_deref(),
+        Some(&7),
+        "what it was when the run ended"
+    );
+}
+
+#[test]
+fn run_errors_box_without_their_task_and_print_each_sentence_once() {
+    use std::error::Error;
+
+    let manual = Manual::default();
+    let repo: Repo = manual.repository();
+    let first = repo.run("k", |_| stream::pending::<u32>()).unwrap();
+    // A task that is neither `Sync` nor `Debug`.
+    let cell = std::cell::Cell::new(1);
+    let task = move |_| stream::iter([cell.get()]);
+    let error = repo.run("k", task).unwrap_err();
+    assert!(error.is_busy());
+    let (free, task) = error.into_parts();
+    assert!(task.is_some(), "the task comes back");
+    let boxed: Box<dyn Error + Send + Sync + 'static> = Box::new(free);
+    assert_eq!(
+        boxed.to_string(),
+        format!("the key is already running {}", first.run_id())
+    );
+    assert!(boxed.source().is_none(), "one sentence, printed once");
+    assert_eq!(
+        format!(
+            "{free:?}",
+            free = RunError::<()>::Spawn {
+                run: first.run_id()
+            }
+        ),
+        format!("Spawn {{ run: {:?} }}", first.run_id())
+    );
+    drop(repo.shutdown(None));
+    let refused = repo.run("k", |_| stream::pending::<u32>()).unwrap_err();
+    assert_eq!(
+        refused.without_task().to_string(),
+        "the repository is shut down"
     );
 }

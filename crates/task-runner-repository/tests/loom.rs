@@ -2,11 +2,11 @@
 //!
 //! Each model drives the run's driver by hand on a loom thread (polled with a no-op waker), so
 //! loom chooses every interleaving of the repository's locks and atomics with the driver's.
-//! What loom sees: the registry's and the subjects' mutexes and condvar, the repository's and
-//! the abort signal's atomics and mutexes, and `event-listener`'s internals (its `loom`
-//! feature). What it does not see: the `std::sync::Arc`s that hold runs and repository
-//! internals (reference counts are not part of the protocol), and the test's own bookkeeping
-//! (std mutexes never held across a loom operation).
+//! What loom sees: the registry's and the subjects' mutexes and condvar, and the repository's
+//! own atomics and mutexes (the run records, abort signals, wait lists and the live count).
+//! What it does not see: the `std::sync::Arc`s that hold runs and repository internals
+//! (reference counts are not part of the protocol), and the test's own bookkeeping (std
+//! mutexes never held across a loom operation).
 #![cfg(loom)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,23 +16,23 @@ use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 use std::task::Context;
 
-use futures::stream;
+use futures::stream::{self, StreamExt};
 use keyrunner_task_runner_repository::{
-    BoxFuture, Conflict, Outcome, Reason, RunHandle, RunningNode, State, StateNode,
-    TaskRunnerRepository,
+    Conflict, Delta, Driver, Event, NoError, Outcome, Reason, RunHandle, RunningNode, State,
+    StateNode, TaskRunnerRepository, spawn_fn,
 };
 use loom::sync::Arc;
 use loom::thread;
 
 type Repo = TaskRunnerRepository<u8, u8>;
-type Node = RunningNode<u8, u8, std::convert::Infallible, std::collections::hash_map::RandomState>;
+type Node = RunningNode<u8, u8>;
 
 /// Drivers handed to the spawner, waiting for a model thread to poll them.
 #[derive(Clone)]
-struct Spawned(Arc<StdMutex<Vec<BoxFuture>>>);
+struct Spawned(Arc<StdMutex<Vec<Driver>>>);
 
 impl Spawned {
-    fn take_one(&self) -> Option<BoxFuture> {
+    fn take_one(&self) -> Option<Driver> {
         let mut queue = self.0.lock().unwrap();
         if queue.is_empty() {
             None
@@ -48,17 +48,24 @@ impl Spawned {
 
 /// A repository whose spawner stores each driver for the model to poll.
 fn repository() -> (Repo, Spawned) {
+    repository_of()
+}
+
+/// The same, for any progress type.
+fn repository_of<P: Send + Sync + 'static>() -> (TaskRunnerRepository<u8, P>, Spawned) {
     let spawned = Spawned(Arc::new(StdMutex::new(Vec::new())));
     let queue = spawned.clone();
-    let repo = Repo::new(move |future: BoxFuture| queue.0.lock().unwrap().push(future));
+    let repo = TaskRunnerRepository::new(spawn_fn(move |driver| {
+        queue.0.lock().unwrap().push(driver);
+    }));
     (repo, spawned)
 }
 
 /// Polls `future` until it is ready, yielding to the other model threads while it is pending.
-fn drive(mut future: BoxFuture) {
+fn drive(mut future: Driver) {
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
-    while future.as_mut().poll(&mut cx).is_pending() {
+    while Pin::new(&mut future).poll(&mut cx).is_pending() {
         thread::yield_now();
     }
 }
@@ -78,7 +85,7 @@ fn running_node(repo: &Repo) -> Node {
 }
 
 /// Counts how often a run's signal fires.
-fn count_aborts(handle: &RunHandle<std::convert::Infallible>) -> std::sync::Arc<StdAtomicUsize> {
+fn count_aborts(handle: &RunHandle<NoError>) -> std::sync::Arc<StdAtomicUsize> {
     let fired = std::sync::Arc::new(StdAtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&fired);
     handle
@@ -98,13 +105,17 @@ fn record(repo: &Repo) -> (Seen, impl Sized) {
     let sink = std::sync::Arc::clone(&seen);
     let subscription = repo.listen(
         0,
-        move |state: &State<u8>| sink.lock().unwrap().push(state.clone()),
+        move |event: &Event<u8>| {
+            if let Some(state) = event.state() {
+                sink.lock().unwrap().push(state.clone());
+            }
+        },
         false,
     );
     (seen, subscription)
 }
 
-fn stopped(reason: &str) -> Outcome<std::convert::Infallible> {
+fn stopped(reason: &str) -> Outcome<NoError> {
     Outcome::Stopped {
         reason: Some(Reason::from(reason)),
     }
@@ -300,6 +311,83 @@ fn awaiting_a_handle_racing_completion_is_always_woken() {
         let _ = Pin::new(&mut leaving).poll(&mut Context::from_waker(&waker));
         drop(leaving);
         assert_eq!(loom::future::block_on(handle), Outcome::Completed);
+        executor.join().unwrap();
+    });
+}
+
+/// A stream racing a shutdown that stops its key's run: the stream yields the run's end (stopped
+/// by the shutdown) and only then ends. Its task parks until woken, so a lost wake-up (the end
+/// pushed, or the shutdown signalled, between the stream's check and its registration) is a
+/// deadlock loom reports.
+#[test]
+fn a_stream_racing_shutdown_yields_the_final_state_then_ends() {
+    loom::model(|| {
+        let (repo, spawned) = repository();
+        repo.run(0, |_| stream::pending::<u8>()).unwrap().detach();
+        let mut events = repo.stream(0);
+        let stopper = {
+            let repo = repo.clone();
+            thread::spawn(move || drop(repo.shutdown(Reason::from("bye"))))
+        };
+        let seen: Vec<Event<u8>> = loom::future::block_on((&mut events).collect());
+        stopper.join().unwrap();
+        let last = seen.last().and_then(Event::state).expect("a final state");
+        assert_eq!(last.last_outcome(), Some(&stopped("bye")));
+        drive_all(&spawned);
+    });
+}
+
+/// A stop racing a driver that publishes deltas: the idle state's final progress is exactly the
+/// deltas a listener saw, folded — none lost between the stopper's fold and its transition, none
+/// published after it.
+#[test]
+fn a_stop_racing_deltas_keeps_the_final_progress_exact() {
+    loom::model(|| {
+        let (repo, spawned) = repository_of::<String>();
+        let seen = std::sync::Arc::new(StdMutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        let _subscription = repo.listen(
+            0,
+            move |event: &Event<String>| sink.lock().unwrap().push(event.clone()),
+            false,
+        );
+        let handle = repo
+            .run(0, |_| {
+                stream::iter(["a", "b"].map(|token| Delta(token.to_owned())))
+            })
+            .unwrap();
+        let driver = spawned.take_one().unwrap();
+        let executor = thread::spawn(move || drive(driver));
+        let stopped = repo.stop(&0, None).is_ok();
+        executor.join().unwrap();
+
+        let seen = seen.lock().unwrap();
+        let folded: String = seen
+            .iter()
+            .filter_map(Event::delta)
+            .map(String::as_str)
+            .collect();
+        let end = seen.last().and_then(Event::state).expect("the run's end");
+        assert_eq!(end.progress().cloned().unwrap_or_default(), folded);
+        assert_eq!(end.last_outcome().is_some_and(Outcome::is_stopped), stopped);
+        assert_eq!(handle.outcome().as_ref(), end.last_outcome());
+    });
+}
+
+/// A `Shutdown` awaited while the last driver finishes on another thread: the awaiting task parks
+/// until woken, so a wake-up lost between the live count's decrement and the waiter's
+/// registration (the `awaited` flag and the count, a `SeqCst` Dekker pair) is a deadlock loom
+/// reports.
+#[test]
+fn awaiting_shutdown_racing_the_last_driver_is_always_woken() {
+    loom::model(|| {
+        let (repo, spawned) = repository();
+        repo.run(0, |_| stream::pending::<u8>()).unwrap().detach();
+        let driver = spawned.take_one().unwrap();
+        let shutdown = repo.shutdown(None);
+        let executor = thread::spawn(move || drive(driver));
+        loom::future::block_on(shutdown);
+        assert_eq!(repo.live_tasks(), 0);
         executor.join().unwrap();
     });
 }

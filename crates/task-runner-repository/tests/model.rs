@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use common::Manual;
+use common::{Manual, on_state};
 use futures::Stream;
 use futures::channel::mpsc;
 use futures::executor::LocalPool;
@@ -143,7 +142,8 @@ enum MOutcome {
 
 #[derive(Debug, Clone, PartialEq)]
 enum MState {
-    Idle(Option<MOutcome>),
+    /// Last outcome and the last run's final progress.
+    Idle(Option<MOutcome>, Option<u32>),
     /// Run index (into `Model::runs`) and last progress.
     Running(usize, Option<u32>),
 }
@@ -190,7 +190,10 @@ struct Model {
 
 impl Model {
     fn state(&self, key: Key) -> MState {
-        self.states.get(&key).cloned().unwrap_or(MState::Idle(None))
+        self.states
+            .get(&key)
+            .cloned()
+            .unwrap_or(MState::Idle(None, None))
     }
 
     fn set(&mut self, key: Key, state: MState) {
@@ -202,10 +205,18 @@ impl Model {
         self.states.insert(key, state);
     }
 
+    /// The running run's progress.
+    fn progress(&self, key: Key) -> Option<u32> {
+        match self.state(key) {
+            MState::Running(_, progress) => progress,
+            MState::Idle(..) => None,
+        }
+    }
+
     fn running(&self, key: Key) -> Option<usize> {
         match self.state(key) {
             MState::Running(run, _) => Some(run),
-            MState::Idle(_) => None,
+            MState::Idle(..) => None,
         }
     }
 
@@ -268,7 +279,8 @@ impl Model {
         let outcome = MOutcome::Stopped(reason);
         self.runs[run].outcome = Some(outcome.clone());
         self.runs[run].aborted = true;
-        self.set(key, MState::Idle(Some(outcome)));
+        let progress = self.progress(key);
+        self.set(key, MState::Idle(Some(outcome), progress));
         Ok(())
     }
 
@@ -289,7 +301,8 @@ impl Model {
             "model: only the current run concludes"
         );
         self.runs[run].outcome = Some(outcome.clone());
-        self.set(key, MState::Idle(Some(outcome)));
+        let progress = self.progress(key);
+        self.set(key, MState::Idle(Some(outcome), progress));
         self.finish(run);
     }
 
@@ -419,7 +432,7 @@ struct Harness {
     ids: Vec<RunId>,
     /// Command sender of each model run.
     senders: Vec<mpsc::UnboundedSender<Cmd>>,
-    listeners: Vec<(Subscription<Key, u32, String, RandomState>, Recorded)>,
+    listeners: Vec<(Subscription, Recorded)>,
     handles: Vec<RunHandle<String>>,
     nodes: Vec<StateNode<Key, u32, String>>,
     shutdown: Option<Shutdown>,
@@ -458,7 +471,7 @@ impl Harness {
             Outcome::Stopped { reason } => {
                 MOutcome::Stopped(reason.as_ref().map(|r| r.as_str().to_owned()))
             }
-            Outcome::Failed(error) => MOutcome::Failed(String::clone(error)),
+            Outcome::Failed { error } => MOutcome::Failed(String::clone(error)),
             Outcome::Panicked { message } => {
                 MOutcome::Panicked(message.as_ref().map(|m| m.to_string()))
             }
@@ -468,8 +481,13 @@ impl Harness {
 
     fn translate(&self, state: &RealState) -> MState {
         match state {
-            State::Idle { last } => MState::Idle(last.as_ref().map(Self::translate_outcome)),
-            State::Running { run, progress } => MState::Running(self.run_index(*run), *progress),
+            State::Idle { last, progress } => MState::Idle(
+                last.as_ref().map(Self::translate_outcome),
+                progress.as_deref().copied(),
+            ),
+            State::Running { run, progress } => {
+                MState::Running(self.run_index(*run), progress.as_deref().copied())
+            }
         }
     }
 
@@ -535,11 +553,11 @@ impl Harness {
                 let sink = Arc::clone(&seen);
                 let subscription = self.repo.listen(
                     key,
-                    move |state: &RealState| {
+                    on_state(move |state: &RealState| {
                         sink.lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .push(state.clone())
-                    },
+                    }),
                     immediate,
                 );
                 self.listeners.push((subscription, seen));
@@ -565,7 +583,7 @@ impl Harness {
             Op::TakeNode { key } => {
                 let node = self.repo.state_node(key);
                 let model = match (&node, self.model.state(key)) {
-                    (StateNode::Idle(idle), MState::Idle(last)) => {
+                    (StateNode::Idle(idle), MState::Idle(last, _)) => {
                         let seen = idle.last_outcome().map(Self::translate_outcome);
                         assert_eq!(seen, last, "an idle node's last outcome");
                         MNode::Idle(key)
@@ -603,7 +621,11 @@ impl Harness {
                         match (real, model) {
                             (Ok(()), Ok(())) => {}
                             (Err(error), Err(run)) => {
-                                assert_eq!(self.run_index(error.run_id()), run, "stale run");
+                                assert_eq!(
+                                    error.run_id().map(|id| self.run_index(id)),
+                                    Some(run),
+                                    "stale run"
+                                );
                             }
                             (real, model) => panic!("stop: {real:?}, model {model:?}"),
                         }

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 
-use common::Manual;
+use common::{Manual, on_state};
 use futures::executor::LocalPool;
 use futures::stream;
-use keyrunner_task_runner_repository::{Outcome, RunError, State, StateNode};
+use keyrunner_task_runner_repository::{Outcome, RunError, State, StateNode, spawn_fn};
 
 type Repo = keyrunner_task_runner_repository::TaskRunnerRepository<u32, u32>;
 
@@ -97,9 +97,9 @@ fn stop_racing_stop_fires_the_signal_once_and_one_of_them_wins() {
 fn stop_racing_natural_completion_yields_one_outcome_agreed_by_all() {
     // The driver runs on one thread while another stops the run: whichever transition wins,
     // handle, state and listener agree, and the signal fired iff the stop won.
-    let queue: Arc<Mutex<Vec<keyrunner_task_runner_repository::BoxFuture>>> = Arc::default();
+    let queue: Arc<Mutex<Vec<keyrunner_task_runner_repository::Driver>>> = Arc::default();
     let sink = Arc::clone(&queue);
-    let repo: Repo = Repo::new(move |future| sink.lock().unwrap().push(future));
+    let repo: Repo = Repo::new(spawn_fn(move |future| sink.lock().unwrap().push(future)));
     let barrier = Barrier::new(2);
     let (mut stopped, mut completed) = (0, 0);
     for key in 0..ROUNDS {
@@ -107,7 +107,7 @@ fn stop_racing_natural_completion_yields_one_outcome_agreed_by_all() {
         let sink = Arc::clone(&seen);
         let _subscription = repo.listen(
             key,
-            move |state: &State<u32>| sink.lock().unwrap().push(state.clone()),
+            on_state(move |state: &State<u32>| sink.lock().unwrap().push(state.clone())),
             false,
         );
         let handle = repo.run(key, |_| stream::iter([1])).unwrap();
@@ -128,12 +128,8 @@ fn stop_racing_natural_completion_yields_one_outcome_agreed_by_all() {
         });
         let outcome = handle.outcome().expect("the driver finished");
         let last = seen.lock().unwrap().last().cloned().unwrap();
-        assert_eq!(
-            last,
-            State::Idle {
-                last: Some(outcome.clone())
-            }
-        );
+        assert!(last.is_idle());
+        assert_eq!(last.last_outcome(), Some(&outcome));
         assert_eq!(handle.abort_signal().is_aborted(), stop_won);
         match outcome {
             Outcome::Stopped { .. } => {

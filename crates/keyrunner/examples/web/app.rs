@@ -18,7 +18,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt as _};
-use keyrunner::{BoxFuture, Conflict, Reason, RunError, RunId, StateNode, TaskRunnerRepository};
+use keyrunner::{Conflict, Reason, RunError, RunId, StateNode, TaskRunnerRepository, spawn_fn};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -41,7 +41,8 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
 /// A repository whose runs are spawned on the tokio runtime this is called from.
 ///
-/// Any `Fn(BoxFuture)` is a spawner; with keyrunner's `tokio` feature,
+/// Any closure that spawns the run's driver is a spawner through `spawn_fn`; with keyrunner's
+/// `tokio` feature,
 /// `keyrunner::tokio::TokioSpawner::current()` does the same.
 ///
 /// # Panics
@@ -49,7 +50,7 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// Outside a tokio runtime.
 pub(crate) fn agents() -> Agents {
     let runtime = tokio::runtime::Handle::current();
-    TaskRunnerRepository::new(move |run: BoxFuture| drop(runtime.spawn(run)))
+    TaskRunnerRepository::new(spawn_fn(move |run| drop(runtime.spawn(run))))
 }
 
 /// What the handlers share: cheap to clone, as axum's state must be.
@@ -305,7 +306,7 @@ async fn run_agent(
                 Err(RunError::Busy { .. }) => continue,
                 // The repository refuses runs once shutdown has begun; the runtime refuses
                 // to spawn while it shuts down.
-                Err(RunError::ShutDown { .. } | RunError::Spawn(_)) => {
+                Err(RunError::ShutDown { .. } | RunError::Spawn { .. }) => {
                     return Err(ApiError::ShuttingDown);
                 }
             },
@@ -368,7 +369,11 @@ async fn agent_events(
     State(app): State<AppState>,
     key: AgentKey,
 ) -> Sse<impl Stream<Item = Result<Event, axum::Error>>> {
-    let states = app.closing.end_on_close(app.agents.stream(key));
+    // The agent streams snapshots (the reply so far), so every event is a state.
+    let states = app
+        .closing
+        .end_on_close(app.agents.stream(key))
+        .filter_map(|event| std::future::ready(event.into_state()));
     let events = states.enumerate().map(|(index, state)| {
         Event::default()
             .event("state")

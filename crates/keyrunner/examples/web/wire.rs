@@ -50,13 +50,13 @@ pub(crate) enum OutcomeJson<'a> {
 impl<'a> StateJson<'a> {
     pub(crate) fn new<E: Display>(state: &'a State<String, E>) -> Self {
         match state {
-            State::Idle { last } => Self::Idle {
+            State::Idle { last, .. } => Self::Idle {
                 last: last.as_ref().map(OutcomeJson::new),
                 progress: None,
             },
             State::Running { run, progress } => Self::Running {
                 run: run.get(),
-                progress: progress.as_deref(),
+                progress: progress.as_deref().map(String::as_str),
             },
         }
     }
@@ -69,7 +69,7 @@ impl<'a> OutcomeJson<'a> {
             Outcome::Stopped { reason } => Self::Stopped {
                 reason: reason.as_ref().map(|reason| reason.as_str()),
             },
-            Outcome::Failed(error) => Self::Failed {
+            Outcome::Failed { error } => Self::Failed {
                 error: error.to_string(),
             },
             Outcome::Panicked { message } => Self::Panicked {

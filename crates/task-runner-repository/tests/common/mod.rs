@@ -1,21 +1,25 @@
-//! Test support: a hand-cranked executor and streams that report their own drop.
+//! Test support: a hand-cranked executor, streams that report their own drop, a counting waker
+//! and a log of what listeners see.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures::Stream;
 use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
-use keyrunner_task_runner_repository::{BoxFuture, TaskRunnerRepository};
+
+use keyrunner_task_runner_repository::{
+    Driver, Event, Spawn, State, TaskRunnerRepository, spawn_fn,
+};
 
 /// A spawner that queues runs until the test cranks them with [`Manual::drive`], so every
 /// interleaving in a test is chosen by the test, not by a scheduler.
 #[derive(Clone, Default)]
 pub struct Manual {
-    queue: Arc<Mutex<Vec<BoxFuture>>>,
+    queue: Arc<Mutex<Vec<Driver>>>,
 }
 
 impl Manual {
@@ -25,8 +29,13 @@ impl Manual {
         S: Send + Sync + 'static,
         E: Send + Sync + 'static,
     {
+        TaskRunnerRepository::new(self.spawner())
+    }
+
+    /// A spawner that queues drivers for [`drive`](Self::drive).
+    pub fn spawner(&self) -> impl Spawn + use<> {
         let queue = Arc::clone(&self.queue);
-        TaskRunnerRepository::new(move |future: BoxFuture| queue.lock().unwrap().push(future))
+        spawn_fn(move |driver| queue.lock().unwrap().push(driver))
     }
 
     /// Runs queued drivers on `pool` until none can make progress.
@@ -90,11 +99,148 @@ impl<St: Stream + Unpin> Stream for Tracked<St> {
     }
 }
 
-/// Records every state a listener sees.
-pub fn recorder<T: Clone + Send + 'static>() -> (Arc<Mutex<Vec<T>>>, impl Fn(&T) + Send + Sync) {
+/// What a listener saw, in order.
+pub struct Log<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Log<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<T: Clone> Log<T> {
+    pub fn push(&self, value: T) {
+        self.0.lock().unwrap().push(value);
+    }
+
+    /// Everything seen so far.
+    pub fn seen(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Everything seen so far, leaving the log empty.
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// The states a [`recorder`] saw.
+pub type Seen<P, E> = Arc<Mutex<Vec<State<P, E>>>>;
+
+/// A listener of a repository's events.
+pub trait Listener<P, E>: Fn(&Event<P, E>) + Send + Sync + 'static {}
+
+impl<P, E, F: Fn(&Event<P, E>) + Send + Sync + 'static> Listener<P, E> for F {}
+
+/// Records the state of every `State` event a listener sees (a snapshot repository has no
+/// other kind).
+pub fn recorder<P: Send + Sync + 'static, E: Send + Sync + 'static>()
+-> (Seen<P, E>, impl Listener<P, E>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    (seen, move |value: &T| {
-        sink.lock().unwrap().push(value.clone())
-    })
+    (
+        seen,
+        on_state(move |state: &State<P, E>| sink.lock().unwrap().push(state.clone())),
+    )
+}
+
+/// A listener of events made of a listener of states: deltas are ignored.
+pub fn on_state<P, E>(
+    listener: impl Fn(&State<P, E>) + Send + Sync + 'static,
+) -> impl Fn(&Event<P, E>) + Send + Sync + 'static {
+    move |event: &Event<P, E>| {
+        if let Some(state) = event.state() {
+            listener(state);
+        }
+    }
+}
+
+/// A listener that logs every event.
+pub fn events<P: Send + Sync + 'static, E: Send + Sync + 'static>()
+-> (Log<Event<P, E>>, impl Listener<P, E>) {
+    let log = Log::default();
+    let sink = log.clone();
+    (log, move |event: &Event<P, E>| sink.push(event.clone()))
+}
+
+/// The state of a `State` event (panics on a delta).
+pub fn state_of<P, E>(event: Event<P, E>) -> State<P, E> {
+    match event {
+        Event::State { state, .. } => state,
+        Event::Delta { position, .. } => panic!("expected a state, got a delta at {position}"),
+    }
+}
+
+/// Idle with `last`, no progress.
+pub fn idle<P, E>(last: Option<keyrunner_task_runner_repository::Outcome<E>>) -> State<P, E> {
+    State::Idle {
+        last,
+        progress: None,
+    }
+}
+
+/// Idle with `last` and the last run's final progress.
+pub fn ended<P, E>(
+    last: keyrunner_task_runner_repository::Outcome<E>,
+    progress: Option<P>,
+) -> State<P, E> {
+    State::Idle {
+        last: Some(last),
+        progress: progress.map(Arc::new),
+    }
+}
+
+/// Running `run` with `progress`.
+pub fn running<P, E>(
+    run: keyrunner_task_runner_repository::RunId,
+    progress: Option<P>,
+) -> State<P, E> {
+    State::Running {
+        run,
+        progress: progress.map(Arc::new),
+    }
+}
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+pub struct CountingWaker(AtomicUsize);
+
+impl CountingWaker {
+    pub fn new() -> (Arc<Self>, Waker) {
+        let counter = Arc::new(Self::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        (counter, waker)
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Polls `future` once with a no-op waker; whether it is ready.
+pub fn poll_once<F: std::future::Future + Unpin + ?Sized>(future: &mut F) -> bool {
+    let waker = futures::task::noop_waker();
+    Pin::new(future)
+        .poll(&mut Context::from_waker(&waker))
+        .is_ready()
 }
