@@ -5,15 +5,16 @@
 use futures::executor::block_on;
 use futures::stream;
 use keyrunner_task_runner_repository::{
-    BoxFuture, Outcome, Reason, StateNode, TaskRunnerRepository,
+    Outcome, Reason, StateNode, TaskRunnerRepository, spawn_fn,
 };
 
 fn main() {
-    // The repository knows no runtime: any `Fn(BoxFuture)` spawns its runs. Here, a thread each.
-    let syncs: TaskRunnerRepository<&str, u32> = TaskRunnerRepository::new(|run: BoxFuture| {
-        std::thread::spawn(move || block_on(run));
-    });
-    let _watch = syncs.listen("alice", |state| println!("alice: {state:?}"), false);
+    // The repository knows no runtime: `spawn_fn` turns a closure into its spawner. Here, every
+    // run's driver gets a thread of its own.
+    let syncs: TaskRunnerRepository<&str, u32> = TaskRunnerRepository::new(spawn_fn(|driver| {
+        std::thread::spawn(move || block_on(driver));
+    }));
+    let _watch = syncs.listen("alice", |event| println!("alice: {event:?}"), false);
 
     // A sync that reports three progress items and completes.
     let handle = match syncs.state_node("alice") {
