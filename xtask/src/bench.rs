@@ -54,11 +54,6 @@ const RATIOS: &[Ratio] = &[
         0.7,
     ),
     context(
-        "subject `next`, 1 listener, `reuse_values` on",
-        "fanout_next/keyrunner_reuse/1",
-        "fanout_next/broadcast/1",
-    ),
-    context(
         "subject `next`, 1,000 listeners",
         "fanout_next/keyrunner/1000",
         "fanout_next/broadcast/1000",
