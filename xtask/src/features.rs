@@ -72,6 +72,7 @@ fn examples_for<'a>(
 pub(crate) fn features() -> Result {
     install::debian_packages(install::TEST_PACKAGES)?;
     browser::ensure_installed()?;
+    crate::redis::ensure_server()?;
     let workspace = Workspace::load()?;
     for package in workspace.published() {
         for set in combinations(package) {

@@ -11,6 +11,7 @@ mod browser;
 mod features;
 mod install;
 mod metadata;
+mod redis;
 mod tidy;
 
 use std::{
@@ -51,6 +52,11 @@ const CI: &[Step] = &[
         "test",
         test,
         "cargo test --workspace --all-features; installs chromium if missing",
+    ),
+    step(
+        "faults",
+        || redis::faults(false),
+        "the keyrunner-redis fault suite's seeded nemesis for 30 s",
     ),
     step(
         "features",
@@ -96,8 +102,10 @@ const CI: &[Step] = &[
 ];
 
 /// `ci`, and the commands that are not part of it.
-const OTHER_COMMANDS: [&str; 5] = [
+const OTHER_COMMANDS: [&str; 7] = [
     "ci             every step above, in that order",
+    "faults --long  the keyrunner-redis fault suite for longer",
+    "redis-server   install Debian's redis-server if missing (the keyrunner-redis tests need it)",
     "bench          cargo bench -p keyrunner-benches, the memory example, the ratio table",
     "bench --report the ratio table of the last bench run, without running anything",
     "bench-build    compile every benchmark without running it",
@@ -148,6 +156,8 @@ fn main() -> ExitCode {
         "bench" => bench(false),
         "bench --report" => bench_report(false, false),
         "bench-build" => bench_build(),
+        "redis-server" => redis::ensure_server(),
+        "faults --long" => redis::faults(true),
         name => match CI.iter().find(|step| step.name == name) {
             Some(step) => (step.run)(),
             None => Err(Error::Other(format!(
@@ -235,6 +245,8 @@ fn test() -> Result {
     install::debian_packages(install::TEST_PACKAGES)?;
     // The web example's browser test drives a real browser: install it if missing.
     browser::ensure_installed()?;
+    // The keyrunner-redis tests start private redis-servers: install it if missing.
+    redis::ensure_server()?;
     run(cargo().args(["test", "--workspace", "--all-features"]))
 }
 

@@ -105,6 +105,10 @@
 
 #[doc(inline)]
 pub use keyrunner_pub_sub as pub_sub;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use keyrunner_redis as redis;
 #[doc(inline)]
 pub use keyrunner_resource_registry as resource_registry;
 #[doc(inline)]
