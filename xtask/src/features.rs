@@ -8,6 +8,8 @@
 
 use std::{
     collections::BTreeSet,
+    env, fs,
+    path::PathBuf,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -114,6 +116,7 @@ pub(crate) fn package() -> Result {
         .published()
         .map(|package| package.name.as_str())
         .collect();
+    forget_unpacked_packages(&names);
     let mut cmd = cargo();
     // `--allow-dirty`: check the working tree as it is, committed or not.
     cmd.args(["package", "--allow-dirty"]);
@@ -155,6 +158,38 @@ pub(crate) fn package() -> Result {
         Ok(())
     } else {
         Err(Error::Other(missing.join("\n")))
+    }
+}
+
+/// Cargo verifies a package against the ones packaged before it through a local registry,
+/// which it unpacks under `$CARGO_HOME/registry/src/-<hash>/` and reuses on the next run while
+/// the version is unchanged: a second `package` in the same checkout would verify against stale
+/// sources. This removes those unpacked copies of our own crates (local registries only).
+fn forget_unpacked_packages(names: &[&str]) {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let Some(src) = home.map(|home| home.join("registry").join("src")) else {
+        return;
+    };
+    for registry in fs::read_dir(src).into_iter().flatten().flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for unpacked in fs::read_dir(registry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = unpacked.file_name().to_string_lossy().into_owned();
+            if names.iter().any(|name| {
+                dir.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            }) {
+                let _ = fs::remove_dir_all(unpacked.path());
+            }
+        }
     }
 }
 
