@@ -717,7 +717,14 @@ async fn shutdown_delivers_the_final_state_to_100_open_streams_and_returns_promp
             .events(&server.url(&format!("/agents/k{key}/events")))
             .await;
         let first = events.next_state().await.expect("the current state");
-        assert_eq!(first["type"], if key % 2 == 0 { "running" } else { "idle" });
+        assert_eq!(
+            first["type"],
+            if key.is_multiple_of(2) {
+                "running"
+            } else {
+                "idle"
+            }
+        );
         streams.push((key, first, events));
     }
 
