@@ -54,11 +54,6 @@ const RATIOS: &[Ratio] = &[
         0.7,
     ),
     context(
-        "subject `next`, 1 listener, `reuse_values` on",
-        "fanout_next/keyrunner_reuse/1",
-        "fanout_next/broadcast/1",
-    ),
-    context(
         "subject `next`, 1,000 listeners",
         "fanout_next/keyrunner/1000",
         "fanout_next/broadcast/1000",
@@ -159,15 +154,29 @@ const RATIOS: &[Ratio] = &[
     ),
 ];
 
-/// The table as markdown, read from `target/criterion`; rows whose estimates are missing say so.
-pub(crate) fn ratio_table(root: &Path) -> String {
+/// The ratio table, and the benchmark ids it found no estimate for.
+pub(crate) struct Table {
+    /// Markdown; rows whose estimates are missing say so.
+    pub(crate) markdown: String,
+    /// Every benchmark id named by [`RATIOS`] that has no estimate in `target/criterion`.
+    pub(crate) missing: Vec<&'static str>,
+}
+
+/// The table, read from `target/criterion`.
+pub(crate) fn ratio_table(root: &Path) -> Table {
     let criterion = root.join("target").join("criterion");
     let mut out = String::from(
         "| measurement | keyrunner | peer | ratio | target | verdict |\n|---|---|---|---|---|---|\n",
     );
+    let mut missing = Vec::new();
     for row in RATIOS {
         let ours = median_ns(&criterion, row.ours).map(|ns| ns / row.ours_elements);
         let peer = median_ns(&criterion, row.peer).map(|ns| ns / row.peer_elements);
+        for (id, estimate) in [(row.ours, ours), (row.peer, peer)] {
+            if estimate.is_none() && !missing.contains(&id) {
+                missing.push(id);
+            }
+        }
         let (ratio, verdict) = match (ours, peer) {
             (Some(ours), Some(peer)) => {
                 let ratio = ours / peer;
@@ -190,7 +199,10 @@ pub(crate) fn ratio_table(root: &Path) -> String {
             time(peer),
         ));
     }
-    out
+    Table {
+        markdown: out,
+        missing,
+    }
 }
 
 fn time(ns: Option<f64>) -> String {
@@ -205,20 +217,14 @@ fn time(ns: Option<f64>) -> String {
 /// The median of the last run of benchmark `id`, in nanoseconds.
 fn median_ns(criterion: &Path, id: &str) -> Option<f64> {
     let path = criterion.join(id).join("new").join("estimates.json");
-    let json = fs::read_to_string(path).ok()?;
+    let json = fs::read(path).ok()?;
     point_estimate(&json, "median")
 }
 
-/// `estimates.json` holds `"median":{...,"point_estimate":<number>,...}`; criterion's format is
-/// fixed, so a scan is enough and keeps xtask free of dependencies.
-fn point_estimate(json: &str, statistic: &str) -> Option<f64> {
-    let rest = &json[json.find(&format!("\"{statistic}\""))?..];
-    let rest = &rest[rest.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+/// `estimates.json` holds `{"median": {"point_estimate": <number>, ...}, ...}`.
+fn point_estimate(json: &[u8], statistic: &str) -> Option<f64> {
+    let estimates: serde_json::Value = serde_json::from_slice(json).ok()?;
+    estimates.get(statistic)?.get("point_estimate")?.as_f64()
 }
 
 #[cfg(test)]
@@ -227,16 +233,23 @@ mod tests {
 
     #[test]
     fn point_estimate_reads_the_named_statistic() {
-        let json = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.5,"standard_error":0.1},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":1.25e3,"standard_error":0.1}}"#;
+        let json = br#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.5,"standard_error":0.1},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":1.25e3,"standard_error":0.1}}"#;
         assert_eq!(point_estimate(json, "mean"), Some(2.5));
         assert_eq!(point_estimate(json, "median"), Some(1250.0));
         assert_eq!(point_estimate(json, "slope"), None);
+        assert_eq!(point_estimate(b"not json", "median"), None);
     }
 
     #[test]
     fn missing_estimates_are_reported_not_fatal() {
         let table = ratio_table(Path::new("/nonexistent"));
-        assert!(table.contains("no estimate"));
-        assert!(!table.contains("| met |"));
+        assert!(table.markdown.contains("no estimate"));
+        assert!(!table.markdown.contains("| met |"));
+        assert!(table.missing.contains(&"fanout_next/keyrunner/1000"));
+        let ids: usize = RATIOS.len() * 2;
+        assert!(
+            table.missing.len() < ids,
+            "ids shared by rows are listed once"
+        );
     }
 }

@@ -1,11 +1,16 @@
-//! `cargo xtask`: the project's checks, as one std-only binary.
+//! `cargo xtask`: the project's checks, as one small binary.
 //!
 //! Every subcommand prints the exact command line before running it and, when
 //! a command fails, exits non-zero and prints the failed command again at the
-//! end. Run `cargo xtask help` for the list.
+//! end. Each step installs what it needs (a cargo subcommand, a Debian package)
+//! when it is missing, so `cargo xtask ci` runs on a fresh clone. Run
+//! `cargo xtask help` for the list.
 
 mod bench;
 mod browser;
+mod features;
+mod install;
+mod metadata;
 mod redis;
 mod tidy;
 
@@ -14,38 +19,110 @@ use std::{
     ffi::OsStr,
     fmt, fs,
     path::{Path, PathBuf},
-    process::{Command, ExitCode, Stdio},
+    process::{Command, ExitCode},
     time::Instant,
 };
 
-/// The cargo-deny release this repository's `deny.toml` is written for.
-const CARGO_DENY_VERSION: &str = "0.20.2";
+/// One step of `cargo xtask ci`, also a subcommand of its own.
+struct Step {
+    name: &'static str,
+    run: fn() -> Result,
+    about: &'static str,
+}
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+const fn step(name: &'static str, run: fn() -> Result, about: &'static str) -> Step {
+    Step { name, run, about }
+}
 
-commands:
-  ci            tidy, fmt, clippy, test, faults, doc, loom, proptest, stress, leaks, deny, bench --quick (in that order)
-  tidy          repository conventions (crate headers, //! docs, dependency allow-list)
-  fmt           cargo fmt --all --check
-  clippy        cargo clippy --workspace --all-targets --all-features -- -D warnings
-  test          cargo test --workspace --all-features (unit, integration and doc tests;
-                installs chromium for the browser test and redis-server for the
-                keyrunner-redis tests when missing, as root)
-  doc           cargo doc --workspace --no-deps --all-features, warnings denied
-  loom          the loom models in crates/*/tests/loom.rs, in target/loom
-  proptest      the model-based property tests with 10,000 cases each, in release
-  stress        the multi-threaded stress test with 1,000,000 operations, in release
-  leaks         the leak check churning 1,000,000 keys, in release
-  redis-server  install Debian's redis-server if it is missing (the keyrunner-redis tests need it)
-  faults        the keyrunner-redis fault suite's seeded nemesis for 30 s
-  faults --long every fault scenario and a 600 s nemesis
-  deny          cargo deny check licenses bans sources (installs cargo-deny if missing)
-  bench         cargo bench -p keyrunner-benches, the memory example, the ratio table
-  bench --quick a short smoke run of every benchmark (never fails on timing)
-  bench --report the ratio table of the last bench run, without running anything
-  bench-build   compile every benchmark without running it
-  help          this message";
+/// Every check, in the order `cargo xtask ci` runs them. A new check is one entry here; its code
+/// lives in a file of its own.
+const CI: &[Step] = &[
+    step(
+        "tidy",
+        tidy,
+        "conventions and claims: headers, deps, MSRV, metadata, changelog",
+    ),
+    step("fmt", fmt, "cargo fmt --all --check"),
+    step(
+        "clippy",
+        clippy,
+        "cargo clippy, all targets and features, warnings denied",
+    ),
+    step(
+        "test",
+        test,
+        "cargo test --workspace --all-features; installs chromium if missing",
+    ),
+    step(
+        "faults",
+        || redis::faults(false),
+        "the keyrunner-redis fault suite's seeded nemesis for 30 s",
+    ),
+    step(
+        "features",
+        features::features,
+        "each crate alone, each feature alone; examples run",
+    ),
+    step(
+        "doc",
+        doc,
+        "cargo doc --workspace --no-deps --all-features, warnings denied",
+    ),
+    step(
+        "loom",
+        loom,
+        "the loom models (tests/loom.rs), in target/loom",
+    ),
+    step(
+        "proptest",
+        proptest,
+        "the model tests (tests/model.rs), 10,000 cases, release",
+    ),
+    step(
+        "stress",
+        stress,
+        "the stress test with 1,000,000 operations, release",
+    ),
+    step(
+        "leaks",
+        leaks,
+        "the leak check churning 1,000,000 keys, release",
+    ),
+    step(
+        "package",
+        features::package,
+        "cargo package for every published crate",
+    ),
+    step("deny", deny, "cargo deny check licenses bans sources"),
+    step(
+        "bench --quick",
+        || bench(true),
+        "every benchmark briefly, in dev (no timing verdict)",
+    ),
+];
+
+/// `ci`, and the commands that are not part of it.
+const OTHER_COMMANDS: [&str; 7] = [
+    "ci             every step above, in that order",
+    "faults --long  the keyrunner-redis fault suite for longer",
+    "redis-server   install Debian's redis-server if missing (the keyrunner-redis tests need it)",
+    "bench          cargo bench -p keyrunner-benches, the memory example, the ratio table",
+    "bench --report the ratio table of the last bench run, without running anything",
+    "bench-build    compile every benchmark without running it",
+    "help           this message",
+];
+
+fn usage() -> String {
+    let mut usage = String::from("usage: cargo xtask <command>\n\ncommands:\n");
+    for step in CI {
+        usage.push_str(&format!("  {:<14} {}\n", step.name, step.about));
+    }
+    for line in OTHER_COMMANDS {
+        usage.push_str(&format!("  {line}\n"));
+    }
+    usage.pop();
+    usage
+}
 
 /// Why a subcommand failed; printed once, at the very end.
 #[derive(Debug)]
@@ -65,41 +142,29 @@ impl fmt::Display for Error {
     }
 }
 
-type Result<T = ()> = std::result::Result<T, Error>;
-
-/// One subcommand, as `ci` runs it.
-type Step = fn() -> Result;
+type Result<T = (), E = Error> = std::result::Result<T, E>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        [] | ["help" | "--help" | "-h"] => {
-            println!("{USAGE}");
+    let joined = args.join(" ");
+    let result = match joined.as_str() {
+        "" | "help" | "--help" | "-h" => {
+            println!("{}", usage());
             Ok(())
         }
-        ["ci"] => ci(),
-        ["tidy"] => tidy(),
-        ["fmt"] => fmt(),
-        ["clippy"] => clippy(),
-        ["test"] => test(),
-        ["doc"] => doc(),
-        ["loom"] => loom(),
-        ["proptest"] => proptest(),
-        ["stress"] => stress(),
-        ["leaks"] => leaks(),
-        ["redis-server"] => redis::ensure_server(),
-        ["faults"] => redis::faults(false),
-        ["faults", "--long"] => redis::faults(true),
-        ["deny"] => deny(),
-        ["bench"] => bench(false),
-        ["bench", "--quick"] => bench(true),
-        ["bench", "--report"] => bench_report(false),
-        ["bench-build"] => bench_build(),
-        _ => Err(Error::Other(format!(
-            "unknown arguments: {}\n\n{USAGE}",
-            args.join(" ")
-        ))),
+        "ci" => ci(),
+        "bench" => bench(false),
+        "bench --report" => bench_report(false, false),
+        "bench-build" => bench_build(),
+        "redis-server" => redis::ensure_server(),
+        "faults --long" => redis::faults(true),
+        name => match CI.iter().find(|step| step.name == name) {
+            Some(step) => (step.run)(),
+            None => Err(Error::Other(format!(
+                "unknown arguments: {joined}\n\n{}",
+                usage()
+            ))),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,44 +175,43 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every check, in order, stopping at the first failure.
+/// Every check, in order, stopping at the first failure; prints how long each step took.
 fn ci() -> Result {
-    // The property, stress and leak suites also run at their default sizes inside `test`; here
-    // they run at full size, in release, which takes seconds once built.
-    let steps: [(&str, Step); 12] = [
-        ("tidy", tidy),
-        ("fmt", fmt),
-        ("clippy", clippy),
-        ("test", test),
-        ("faults", || redis::faults(false)),
-        ("doc", doc),
-        ("loom", loom),
-        ("proptest", proptest),
-        ("stress", stress),
-        ("leaks", leaks),
-        ("deny", deny),
-        // Builds every benchmark and runs each briefly: a smoke test, never a timing check.
-        ("bench --quick", || bench(true)),
-    ];
     let mut timings = Vec::new();
-    for (name, step) in steps {
-        println!("\nxtask: ci: {name}");
+    for step in CI {
+        println!("\nxtask: ci: {}", step.name);
         let started = Instant::now();
-        let outcome = step();
-        timings.push(format!("{name} {:.1}s", started.elapsed().as_secs_f64()));
+        let outcome = (step.run)();
+        timings.push((step.name, started.elapsed().as_secs_f64()));
         if let Err(error) = outcome {
-            eprintln!("\nxtask: ci failed at {name}: {}", timings.join(", "));
+            eprintln!(
+                "\nxtask: ci failed at {}\n{}",
+                step.name,
+                timing_table(&timings)
+            );
             return Err(error);
         }
     }
-    println!("\nxtask: ci passed: {}", timings.join(", "));
+    println!("\nxtask: ci passed\n{}", timing_table(&timings));
     Ok(())
+}
+
+/// `step  12.3s` lines and a total.
+fn timing_table(timings: &[(&str, f64)]) -> String {
+    let mut table = String::new();
+    for (name, seconds) in timings {
+        table.push_str(&format!("  {name:<14} {seconds:>7.1}s\n"));
+    }
+    let total: f64 = timings.iter().map(|(_, seconds)| seconds).sum();
+    table.push_str(&format!("  {:<14} {total:>7.1}s", "total"));
+    table
 }
 
 /// Repository conventions that the compiler and clippy do not check.
 fn tidy() -> Result {
     println!("$ cargo xtask tidy");
-    let problems = tidy::check(&project_root());
+    let workspace = metadata::Workspace::load()?;
+    let problems = tidy::check(&project_root(), &workspace);
     if problems.is_empty() {
         println!("xtask: tidy: ok");
         return Ok(());
@@ -178,6 +242,7 @@ fn clippy() -> Result {
 }
 
 fn test() -> Result {
+    install::debian_packages(install::TEST_PACKAGES)?;
     // The web example's browser test drives a real browser: install it if missing.
     browser::ensure_installed()?;
     // The keyrunner-redis tests start private redis-servers: install it if missing.
@@ -195,9 +260,9 @@ fn doc() -> Result {
 /// `--cfg loom` on and off does not rebuild the normal target.
 fn loom() -> Result {
     let root = project_root();
-    let models = loom_packages(&root)?;
+    let models = packages_with_test("loom")?;
     if models.is_empty() {
-        println!("xtask: loom: no crates/*/tests/loom.rs found");
+        println!("xtask: loom: no crate has a tests/loom.rs");
         return Ok(());
     }
     let rustflags = match env::var("RUSTFLAGS") {
@@ -217,12 +282,23 @@ fn loom() -> Result {
 
 /// The model-based property tests at full size; `cargo test` runs a smaller count.
 fn proptest() -> Result {
-    for package in ["keyrunner-pub-sub", "keyrunner-task-runner-repository"] {
+    for package in packages_with_test("model")? {
         run(cargo()
-            .args(["test", "--release", "--test", "model", "-p", package])
+            .args(["test", "--release", "--test", "model", "-p", &package])
             .env("KEYRUNNER_PROPTEST_CASES", "10000"))?;
     }
     Ok(())
+}
+
+/// The members that have an integration test named `test` (`tests/<test>.rs`).
+fn packages_with_test(test: &str) -> Result<Vec<String>> {
+    let workspace = metadata::Workspace::load()?;
+    Ok(workspace
+        .members
+        .iter()
+        .filter(|package| package.targets_of("test").any(|target| target.name == test))
+        .map(|package| package.name.clone())
+        .collect())
 }
 
 /// The multi-threaded stress test at full size; `cargo test` runs a smaller count.
@@ -255,96 +331,109 @@ fn leaks() -> Result {
         .env("KEYRUNNER_LEAK_KEYS", "1000000"))
 }
 
-/// The package names of the crates that have a `tests/loom.rs`, sorted.
-fn loom_packages(root: &Path) -> Result<Vec<String>> {
-    let mut packages = Vec::new();
-    for dir in tidy::crate_dirs(root) {
-        if !dir.join("tests").join("loom.rs").is_file() {
-            continue;
-        }
-        let manifest_path = dir.join("Cargo.toml");
-        let manifest = read(&manifest_path)?;
-        let name = tidy::package_name(&manifest).ok_or_else(|| {
-            Error::Other(format!(
-                "{}: no `name = \"...\"` line in [package]",
-                manifest_path.display()
-            ))
-        })?;
-        packages.push(name);
-    }
-    Ok(packages)
-}
-
 /// Licence, ban and source policy from `deny.toml`. Advisories need the
 /// RustSec database, which is fetched over git; they are not checked here.
 fn deny() -> Result {
-    let installed = cargo()
-        .args(["deny", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        println!(
-            "xtask: cargo-deny is not installed; installing {CARGO_DENY_VERSION} (takes a few minutes)"
-        );
-        run(cargo().args([
-            "install",
-            "--locked",
-            "cargo-deny",
-            "--version",
-            CARGO_DENY_VERSION,
-        ]))?;
-    }
+    install::cargo_tool(install::CARGO_DENY)?;
     run(cargo().args(["deny", "check", "licenses", "bans", "sources"]))
 }
 
 /// The criterion suite, then the memory binary, then the ratio table (also written to
-/// `target/criterion/ratios.md`). `quick` runs every benchmark briefly and the memory binary at
-/// a small size: a smoke test that the benchmarks still work, which cannot fail on timing.
+/// `target/criterion/ratios.md`).
+///
+/// `quick` is a smoke test that cannot fail on timing: every benchmark runs briefly, the memory
+/// binary at a small size, and every row of the ratio table must find its estimates. It builds
+/// in the `dev` profile with the features `test` used (`--workspace --all-features`), so it
+/// reuses that build instead of compiling every dependency again with optimizations.
 fn bench(quick: bool) -> Result {
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "keyrunner-benches"]);
     if quick {
-        // `--bench '*'` keeps the arguments after `--` away from the library's
-        // libtest harness, which does not understand them.
+        cmd.args(["bench", "--workspace", "--all-features", "--profile", "dev"]);
+        // `--bench '*'` selects the benchmark targets only, and keeps the arguments after `--`
+        // away from the libtest harness of the libraries, which does not understand them.
         cmd.args(["--bench", "*", "--"]);
         cmd.args(["--warm-up-time", "0.1", "--measurement-time", "0.2"]);
-        cmd.args(["--sample-size", "10", "--noplot"]);
+        // Criterion's bootstrap (100,000 resamples by default) dominates an unoptimized run;
+        // 1,000 still give every benchmark its estimates.
+        cmd.args(["--sample-size", "10", "--nresamples", "1000", "--noplot"]);
+    } else {
+        cmd.args(["bench", "-p", "keyrunner-benches"]);
     }
     run(&mut cmd)?;
-    let mut memory = cargo();
-    memory.args([
-        "run",
-        "--release",
-        "-p",
-        "keyrunner-benches",
-        "--example",
-        "memory",
-    ]);
     if quick {
-        memory.args(["--", "--quick"]);
+        // `cargo run` takes one package, whose features would differ from the build above.
+        let memory = built_example("memory", &["--workspace", "--all-features"])?;
+        run(Command::new(memory)
+            .arg("--quick")
+            .current_dir(project_root()))?;
+    } else {
+        run(cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "keyrunner-benches",
+            "--example",
+            "memory",
+        ]))?;
     }
-    run(&mut memory)?;
-    bench_report(quick)
+    bench_report(quick, true)
+}
+
+/// Builds example `name` (dev profile) with `args` and returns the path of its executable.
+fn built_example(name: &str, args: &[&str]) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--example",
+        name,
+        "--message-format=json-render-diagnostics",
+    ])
+    .args(args)
+    .stderr(std::process::Stdio::inherit());
+    let line = command_line(&cmd);
+    println!("$ {line}");
+    let output = cmd.output().map_err(|error| Error::Command {
+        line: line.clone(),
+        why: format!("could not start: {error}"),
+    })?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            line,
+            why: output.status.to_string(),
+        });
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|message| serde_json::from_str::<serde_json::Value>(message).ok())
+        .filter(|message| message["target"]["name"] == name)
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| Error::Other(format!("`{line}` reported no executable for `{name}`")))
 }
 
 /// Prints the ratio table from the estimates criterion left in `target/criterion`, and writes
-/// it to `target/criterion/ratios.md`.
-fn bench_report(quick: bool) -> Result {
+/// it to `target/criterion/ratios.md`. Right after a run (`just_ran`), a row without an estimate
+/// is an error: the table names a benchmark that no longer exists.
+fn bench_report(quick: bool, just_ran: bool) -> Result {
     let table = bench::ratio_table(&project_root());
     if quick {
         println!("\nxtask: bench --quick: a smoke run; these ratios are not measurements\n");
     } else {
         println!("\nxtask: bench: ratios (median over median, same run)\n");
     }
-    println!("{table}");
+    println!("{}", table.markdown);
     let path = project_root()
         .join("target")
         .join("criterion")
         .join("ratios.md");
-    fs::write(&path, &table)
-        .map_err(|error| Error::Other(format!("{}: cannot write: {error}", path.display())))
+    fs::write(&path, &table.markdown)
+        .map_err(|error| Error::Other(format!("{}: cannot write: {error}", path.display())))?;
+    if just_ran && !table.missing.is_empty() {
+        return Err(Error::Other(format!(
+            "the ratio table (xtask/src/bench.rs) names benchmarks the run did not measure: {}",
+            table.missing.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn bench_build() -> Result {
@@ -365,13 +454,17 @@ fn cargo() -> Command {
     cmd
 }
 
-/// Prints the command line, runs it, and turns a failure into an error that
-/// repeats the command line.
+/// Prints the command line, runs it, prints how long it took, and turns a failure into an
+/// error that repeats the command line.
 fn run(cmd: &mut Command) -> Result {
     let line = command_line(cmd);
     println!("$ {line}");
+    let started = Instant::now();
     match cmd.status() {
-        Ok(status) if status.success() => Ok(()),
+        Ok(status) if status.success() => {
+            println!("xtask: {:.1}s: {line}", started.elapsed().as_secs_f64());
+            Ok(())
+        }
         Ok(status) => Err(Error::Command {
             line,
             why: status.to_string(),
@@ -418,11 +511,6 @@ fn shell_quote(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
-}
-
-fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path)
-        .map_err(|error| Error::Other(format!("{}: cannot read: {error}", path.display())))
 }
 
 #[cfg(test)]

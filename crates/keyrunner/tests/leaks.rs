@@ -43,7 +43,7 @@ fn churn(
     pubsub.next(key, format!("value {key}"));
     subscription.unsubscribe();
 
-    let listener = repo.listen(key, |_| {}, key % 2 == 0);
+    let listener = repo.listen(key, |_| {}, key.is_multiple_of(2));
     let handle = repo
         .run(key, move |_| stream::iter([key, key.wrapping_add(1)]))
         .expect("every key is fresh");

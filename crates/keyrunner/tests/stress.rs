@@ -200,12 +200,12 @@ impl Checker {
                         self.running
                     ));
                 }
-                if let Some((last_token, last_seq)) = self.last_item {
-                    if last_token != *token || last_seq >= *seq {
-                        self.shared.violation(format!(
-                            "key {key}: item ({token}, {seq}) after ({last_token}, {last_seq}) in {run}"
-                        ));
-                    }
+                if let Some((last_token, last_seq)) = self.last_item
+                    && (last_token != *token || last_seq >= *seq)
+                {
+                    self.shared.violation(format!(
+                        "key {key}: item ({token}, {seq}) after ({last_token}, {last_seq}) in {run}"
+                    ));
                 }
                 let bound = *self
                     .shared
@@ -302,12 +302,11 @@ fn hammer(repo: &Repo, shared: &Arc<Shared>, seed: u64, ops: usize) -> Held {
         match roll {
             // Run through a fresh node.
             0..30 => {
-                if let StateNode::Idle(idle) = repo.state_node(key) {
-                    if let Some(handle) = run(idle, &mut rng, shared) {
-                        if rng.below(4) == 0 {
-                            held.handles.push(handle);
-                        }
-                    }
+                if let StateNode::Idle(idle) = repo.state_node(key)
+                    && let Some(handle) = run(idle, &mut rng, shared)
+                    && rng.below(4) == 0
+                {
+                    held.handles.push(handle);
                 }
             }
             // Stop through a fresh node.

@@ -983,7 +983,14 @@ async fn shutdown_delivers_the_final_state_to_100_open_streams_and_returns_promp
             .events(&server.url(&format!("/agents/k{key}/events")))
             .await;
         let first = events.next_state().await.expect("the current state");
-        assert_eq!(first["type"], if key % 2 == 0 { "running" } else { "idle" });
+        assert_eq!(
+            first["type"],
+            if key.is_multiple_of(2) {
+                "running"
+            } else {
+                "idle"
+            }
+        );
         streams.push((key, first, events));
     }
 
@@ -1010,7 +1017,7 @@ async fn shutdown_delivers_the_final_state_to_100_open_streams_and_returns_promp
     while let Some(reader) = within("the streams' ends", readers.join_next()).await {
         let (key, last) = reader.expect("the reader task");
         // Each stream ended right after its key's final state.
-        if key % 2 == 0 {
+        if key.is_multiple_of(2) {
             assert_idle(
                 &last,
                 json!({ "type": "stopped", "reason": SHUTDOWN_REASON }),

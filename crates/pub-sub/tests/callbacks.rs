@@ -92,7 +92,7 @@ fn should_cleanup_may_read_the_pub_sub_and_use_other_keys() {
                     // Other keys: published to, held and released.
                     topics.next(100 + key, *last);
                     drop(topics.subject(100 + key));
-                    *last % 2 == 0
+                    (*last).is_multiple_of(2)
                 }
             })
             .build();

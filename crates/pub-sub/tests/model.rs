@@ -115,7 +115,7 @@ impl Model {
             self.allocate(key);
             self.deliver(key, value);
             self.release(key);
-        } else if self.configured && value % 2 == 0 {
+        } else if self.configured && value.is_multiple_of(2) {
             // Worth keeping: allocated, emitted, then kept with no lease.
             self.allocate(key);
             self.deliver(key, value);

@@ -170,11 +170,9 @@ where
                 }
             }
             if let Some((_, _, key)) = keys.order.pop_front() {
-                if live {
-                    if let Some((key, entry)) = keys.entries.remove_entry(&key) {
-                        released.keys.push(key);
-                        released.entries.push(entry);
-                    }
+                if live && let Some((key, entry)) = keys.entries.remove_entry(&key) {
+                    released.keys.push(key);
+                    released.entries.push(entry);
                 }
                 released.keys.push(key);
             }

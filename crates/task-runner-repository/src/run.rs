@@ -415,10 +415,8 @@ where
                 continue;
             }
             drop(folded);
-            if ended {
-                if let Some(retention) = &self.retention {
-                    panic.catch(|| retention.retain(&self.topic, id));
-                }
+            if ended && let Some(retention) = &self.retention {
+                panic.catch(|| retention.retain(&self.topic, id));
             }
             return ended;
         }
