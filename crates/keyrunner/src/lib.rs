@@ -73,6 +73,10 @@
 //! - `serde`: `Serialize` and `Deserialize` for states, outcomes, events and positions, in a
 //!   JSON form made for JavaScript clients (objects tagged by `"type"`; see
 //!   `docs/wire-format.md`).
+//! - `tracing`: a [`tracing`](https://docs.rs/tracing) span per run (its key and run id) and
+//!   events for its start and end (INFO; WARN for a failure, ERROR for a panic) and each item
+//!   (TRACE). Keys and task errors must then implement `Debug`. The spans, events and levels
+//!   are listed in [`task_runner_repository`], "Features".
 //!
 //! Without `tokio` or `smol`, any closure that spawns a [`Driver`] is a spawner, through
 //! [`spawn_fn`].

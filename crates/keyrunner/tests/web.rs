@@ -1,6 +1,7 @@
-//! The `web` example over HTTP: every route and status, the order of its Server-Sent Events,
-//! 1,000 concurrent runs, a client leaving mid-stream, and a graceful shutdown with 100 open
-//! event streams.
+//! The `web` example over HTTP: every route and status, the order and ids of its Server-Sent
+//! Events, a reconnect resuming with `Last-Event-ID` (and a resync past the deltas held), 1,000
+//! concurrent runs, a client leaving mid-stream, and a graceful shutdown with 100 open event
+//! streams.
 //!
 //! Each test starts the example's server on an ephemeral port (see `web_support`) and talks to
 //! it with a plain HTTP/1 client. Every wait has a deadline; nothing sleeps to order events.
@@ -9,11 +10,7 @@
 mod agent;
 #[path = "../examples/web/app.rs"]
 mod app;
-#[path = "../examples/web/closing.rs"]
-mod closing;
 mod web_support;
-#[path = "../examples/web/wire.rs"]
-mod wire;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -25,12 +22,12 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use keyrunner::AbortController;
+use keyrunner::{AbortController, Position};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::agent::RunRequest;
-use crate::app::{DEFAULT_STOP_REASON, SHUTDOWN_GRACE, SHUTDOWN_REASON};
+use crate::agent::{RunRequest, reply_tokens};
+use crate::app::{DEFAULT_STOP_REASON, RECONNECT_AFTER, SHUTDOWN_GRACE, SHUTDOWN_REASON};
 use crate::web_support::Server;
 
 /// The longest any single wait may take before the test fails.
@@ -70,10 +67,19 @@ impl Http {
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
+        self.request(request, body).await
+    }
+
+    async fn request(
+        &self,
+        request: hyper::http::request::Builder,
+        body: &str,
+    ) -> Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error> {
         let request = request
             .body(Full::new(Bytes::from(body.to_owned())))
             .expect("a valid request");
-        within(url, self.client.request(request)).await
+        let url = request.uri().to_string();
+        within(&url, self.client.request(request)).await
     }
 
     /// The status and JSON body of a request.
@@ -118,8 +124,21 @@ impl Http {
 
     /// Opens an event stream; the response must be `text/event-stream`.
     async fn events(&self, url: &str) -> Events {
+        self.events_with(url, None).await
+    }
+
+    /// Opens an event stream as a browser reconnecting after the event `last_event_id`.
+    async fn events_after(&self, url: &str, last_event_id: &str) -> Events {
+        self.events_with(url, Some(last_event_id)).await
+    }
+
+    async fn events_with(&self, url: &str, last_event_id: Option<&str>) -> Events {
+        let mut request = Request::builder().method(Method::GET).uri(url);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
         let response = self
-            .send(Method::GET, url, None, "")
+            .request(request, "")
             .await
             .unwrap_or_else(|error| panic!("{url}: {error}"));
         assert_eq!(response.status(), StatusCode::OK, "{url}");
@@ -138,9 +157,30 @@ impl Http {
 /// One Server-Sent Event.
 #[derive(Debug)]
 struct SseEvent {
-    id: Option<String>,
-    event: Option<String>,
+    id: String,
+    /// `state`, `delta` or `resync`.
+    event: String,
+    /// The event in the repository's wire format.
     data: Value,
+    retry: Option<Duration>,
+}
+
+impl SseEvent {
+    /// The key's state, for a `state` or `resync` event.
+    fn state(&self) -> &Value {
+        assert_ne!(self.event, "delta", "{self:?}");
+        &self.data["state"]
+    }
+
+    /// The token, for a `delta` event.
+    fn delta(&self) -> &str {
+        assert_eq!(self.event, "delta", "{self:?}");
+        self.data["delta"].as_str().expect("a string delta")
+    }
+
+    fn position(&self) -> Position {
+        self.id.parse().expect("every id is a position")
+    }
 }
 
 /// The events of one `text/event-stream` response, parsed as they arrive.
@@ -171,18 +211,17 @@ impl Events {
         }
     }
 
-    /// The next event's state, checking that it is a `state` event with an id.
+    /// The next event, which must be a `state` event: its state.
     async fn next_state(&mut self) -> Option<Value> {
         let event = self.next().await?;
-        assert_eq!(event.event.as_deref(), Some("state"), "{event:?}");
-        assert!(event.id.is_some(), "every event carries an id: {event:?}");
-        Some(event.data)
+        assert_eq!(event.event, "state", "{event:?}");
+        Some(event.state().clone())
     }
 }
 
 /// One event block, or `None` for a comment-only block (a keep-alive).
 fn parse_event(block: &str) -> Option<SseEvent> {
-    let (mut id, mut event, mut data) = (None, None, Vec::new());
+    let (mut id, mut event, mut data, mut retry) = (None, None, Vec::new(), None);
     for line in block.lines() {
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
@@ -190,14 +229,68 @@ fn parse_event(block: &str) -> Option<SseEvent> {
             "id" => id = Some(value.to_owned()),
             "event" => event = Some(value.to_owned()),
             "data" => data.push(value),
+            "retry" => retry = Some(Duration::from_millis(value.parse().expect("retry in ms"))),
             _ => {}
         }
     }
     if data.is_empty() {
         return None;
     }
-    let data = serde_json::from_str(&data.join("\n")).expect("JSON event data");
-    Some(SseEvent { id, event, data })
+    let data: Value = serde_json::from_str(&data.join("\n")).expect("JSON event data");
+    let event = SseEvent {
+        id: id.expect("every event carries an id"),
+        event: event.expect("every event is named"),
+        data,
+        retry,
+    };
+    // The id is the event's position, which the data carries too.
+    assert_eq!(event.data["position"], event.id.as_str(), "{event:?}");
+    let expected_type = if event.event == "delta" {
+        "delta"
+    } else {
+        "state"
+    };
+    assert_eq!(event.data["type"], expected_type, "{event:?}");
+    Some(event)
+}
+
+/// A client's view of a key's reply, built from events as a browser builds it: a `state` or
+/// `resync` replaces it, a `delta` is appended to it.
+#[derive(Debug, Default)]
+struct Reply {
+    text: String,
+    last: Option<Position>,
+    resyncs: usize,
+}
+
+impl Reply {
+    /// Applies `event`; checks that it comes after the last one, and that a delta comes right
+    /// after it (no token repeated, none missing).
+    fn apply(&mut self, event: &SseEvent) {
+        let position = event.position();
+        if let Some(last) = self.last {
+            assert!(position > last, "{position} after {last}: a repeat");
+        }
+        match event.event.as_str() {
+            "delta" => {
+                let last = self.last.expect("a delta follows a state");
+                assert_eq!(
+                    (position.run_id(), position.seq()),
+                    (last.run_id(), last.seq() + 1),
+                    "a delta right after the previous event"
+                );
+                self.text.push_str(event.delta());
+            }
+            kind => {
+                if kind == "resync" {
+                    self.resyncs += 1;
+                }
+                let progress = &event.state()["progress"];
+                self.text = progress.as_str().unwrap_or_default().to_owned();
+            }
+        }
+        self.last = Some(position);
+    }
 }
 
 /// A run request as JSON.
@@ -206,17 +299,8 @@ fn run_body(tokens: u32, interval_ms: u64) -> Value {
 }
 
 /// The full reply the fake agent gives to `prompt` in `tokens` tokens.
-async fn full_reply(prompt: &str, tokens: u32) -> String {
-    let request = RunRequest {
-        prompt: prompt.to_owned(),
-        tokens: Some(tokens),
-        interval_ms: Some(0),
-    };
-    let agent = request.validate().expect("valid bounds");
-    agent
-        .tokens(AbortController::new().signal())
-        .collect::<String>()
-        .await
+fn full_reply(prompt: &str, tokens: u32) -> String {
+    reply_tokens(prompt, tokens).collect()
 }
 
 /// Polls `GET /stats` until `done` holds, or fails after [`DEADLINE`] with the last stats.
@@ -234,8 +318,15 @@ async fn wait_for_stats(http: &Http, server: &Server, done: impl Fn(&Value) -> b
     }
 }
 
-fn idle_with(last: Value) -> Value {
-    json!({ "type": "idle", "last": last, "progress": null })
+/// The state of a key that never ran (or was forgotten).
+fn never_ran() -> Value {
+    json!({ "type": "idle", "last": null, "progress": null })
+}
+
+/// An idle state that ended as `last`; its final reply is not checked.
+fn assert_idle(state: &Value, last: Value) {
+    assert_eq!(state["type"], "idle", "{state}");
+    assert_eq!(state["last"], last, "{state}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,15 +391,23 @@ async fn run_answers_202_409_200_and_replaces_on_request() {
     assert!(second_run > first_run);
     // The replaced run ended as stopped, "superseded", before the new one started.
     let mut seen = Vec::new();
-    while let Some(state) = events.next_state().await {
+    while let Some(event) = events.next().await {
+        if event.event == "delta" {
+            continue;
+        }
+        let state = event.state().clone();
         let done = state["type"] == "running" && state["run"] == second_run;
         seen.push(state);
         if done {
             break;
         }
     }
-    let stopped = idle_with(json!({ "type": "stopped", "reason": "superseded" }));
-    assert!(seen.contains(&stopped), "{seen:?}");
+    let superseded = json!({ "type": "stopped", "reason": "superseded" });
+    assert!(
+        seen.iter()
+            .any(|state| state["type"] == "idle" && state["last"] == superseded),
+        "{seen:?}"
+    );
 
     // `use-existing` on an idle key starts a run: 202.
     let (status, body) = http
@@ -417,7 +516,7 @@ async fn stop_answers_200_with_the_reason_and_404_when_idle() {
 
     // Watching the key keeps its last outcome remembered after the run.
     let mut events = http.events(&server.url("/agents/chat/events")).await;
-    assert_eq!(events.next_state().await, Some(idle_with(Value::Null)));
+    assert_eq!(events.next_state().await, Some(never_ran()));
 
     // Without a body: the documented default reason.
     let (_, started) = http
@@ -429,8 +528,12 @@ async fn stop_answers_200_with_the_reason_and_404_when_idle() {
         body,
         json!({ "run": started["run"], "reason": DEFAULT_STOP_REASON })
     );
-    let stopped = idle_with(json!({ "type": "stopped", "reason": DEFAULT_STOP_REASON }));
-    assert_eq!(http.get(&state).await, (StatusCode::OK, stopped));
+    let (status, stopped) = http.get(&state).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_idle(
+        &stopped,
+        json!({ "type": "stopped", "reason": DEFAULT_STOP_REASON }),
+    );
 
     // With a reason.
     let (_, started) = http
@@ -442,8 +545,12 @@ async fn stop_answers_200_with_the_reason_and_404_when_idle() {
         body,
         json!({ "run": started["run"], "reason": "user left" })
     );
-    let stopped = idle_with(json!({ "type": "stopped", "reason": "user left" }));
-    assert_eq!(http.get(&state).await, (StatusCode::OK, stopped));
+    let (status, stopped) = http.get(&state).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_idle(
+        &stopped,
+        json!({ "type": "stopped", "reason": "user left" }),
+    );
 
     // An empty JSON object also takes the default.
     http.post(&server.url("/agents/chat/run"), run_body(1000, 50))
@@ -463,7 +570,7 @@ async fn state_running_keys_and_stats_follow_the_runs() {
     let http = Http::new();
     assert_eq!(
         http.get(&server.url("/agents/a")).await,
-        (StatusCode::OK, idle_with(Value::Null))
+        (StatusCode::OK, never_ran())
     );
     assert_eq!(
         http.get(&server.url("/agents")).await,
@@ -521,62 +628,217 @@ async fn state_running_keys_and_stats_follow_the_runs() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_are_the_current_state_then_every_transition_in_order() {
+async fn events_are_the_current_state_then_every_token_then_the_end_in_order() {
     let server = Server::start().await;
     let http = Http::new();
     let mut events = http.events(&server.url("/agents/story/events")).await;
 
     let first = events.next().await.expect("the current state");
-    assert_eq!(first.event.as_deref(), Some("state"));
-    assert_eq!(first.id.as_deref(), Some("0"));
-    assert_eq!(first.data, idle_with(Value::Null));
+    assert_eq!(first.event, "state");
+    assert_eq!(first.id, "0.0");
+    assert_eq!(first.state(), &never_ran());
+    // The first event tells the browser how soon to reconnect.
+    assert_eq!(first.retry, Some(RECONNECT_AFTER));
 
     let (_, started) = http
         .post(&server.url("/agents/story/run"), run_body(8, 10))
         .await;
-    let run = started["run"].clone();
+    let run = started["run"].as_u64().expect("a run id");
 
-    // Running with no token yet, then the reply growing, then idle and completed. Ids count up.
-    let mut ids = vec![first.id.unwrap()];
-    let mut states = Vec::new();
-    while let Some(event) = events.next().await {
-        ids.push(event.id.clone().expect("an id"));
-        let done = event.data["type"] == "idle";
-        states.push(event.data);
-        if done {
-            break;
-        }
-    }
-    let expected_ids: Vec<String> = (0..ids.len()).map(|id| id.to_string()).collect();
-    assert_eq!(ids, expected_ids);
-
+    // The run's start, each token as a delta, then its end with the whole reply; the ids are
+    // the events' positions: run and sequence number.
+    let start = events.next().await.expect("the run's start");
+    assert_eq!(start.event, "state");
+    assert_eq!(start.id, format!("{run}.0"));
     assert_eq!(
-        states[0],
-        json!({ "type": "running", "run": run, "progress": null })
+        start.state(),
+        &json!({ "type": "running", "run": run, "progress": null })
     );
-    assert_eq!(
-        states.last(),
-        Some(&idle_with(json!({ "type": "completed" })))
-    );
-    let replies: Vec<&str> = states[1..states.len() - 1]
-        .iter()
-        .map(|state| {
-            assert_eq!(state["type"], "running");
-            assert_eq!(state["run"], run);
-            state["progress"].as_str().expect("a reply so far")
-        })
-        .collect();
-    // Progress only grows (a slow reader may see several tokens at once), up to the full reply.
-    for pair in replies.windows(2) {
-        assert!(
-            pair[1].starts_with(pair[0]) && pair[1].len() > pair[0].len(),
-            "{pair:?}"
+    let tokens: Vec<String> = reply_tokens("hello", 8).collect();
+    for (seq, token) in (1..).zip(&tokens) {
+        let delta = events.next().await.expect("a token");
+        assert_eq!(delta.id, format!("{run}.{seq}"));
+        assert_eq!(
+            delta.data,
+            json!({ "type": "delta", "position": delta.id, "delta": token })
         );
+        assert_eq!(delta.retry, None);
     }
+    let end = events.next().await.expect("the run's end");
+    assert_eq!(end.event, "state");
+    assert_eq!(end.id, format!("{run}.9"));
     assert_eq!(
-        replies.last().copied(),
-        Some(&*full_reply("hello", 8).await)
+        end.state(),
+        &json!({ "type": "idle", "last": { "type": "completed" }, "progress": full_reply("hello", 8) })
     );
+}
+
+/// Polls the repository until `key`'s reply has at least `words` words; fails after
+/// [`DEADLINE`].
+async fn wait_for_words(server: &Server, key: &str, words: usize) {
+    let key = app::AgentKey::parse(key).expect("a valid key");
+    let started = Instant::now();
+    loop {
+        let state = server.agents().state(&key);
+        let now = state
+            .progress()
+            .map_or(0, |reply| reply.split_whitespace().count());
+        if now >= words {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{key:?}: {now} words after {DEADLINE:?}, waiting for {words}: {state:?}"
+        );
+        // A watchdog poll, not an ordering: the condition is checked again until the deadline.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_last_event_id_resumes_the_reply_with_no_token_repeated_or_missing() {
+    const TOKENS: u32 = 40;
+    let server = Server::start().await;
+    let http = Http::new();
+    let url = server.url("/agents/blip/events");
+    let mut events = http.events(&url).await;
+    let mut reply = Reply::default();
+    reply.apply(&events.next().await.expect("the current state"));
+    let (status, _) = http
+        .post(&server.url("/agents/blip/run"), run_body(TOKENS, 10))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // The client gets the run's start and a few tokens, then its connection drops.
+    while reply.text.split_whitespace().count() < 5 {
+        reply.apply(&events.next().await.expect("the stream goes on"));
+    }
+    drop(events);
+    // The agent goes on while the client is away.
+    wait_for_words(&server, "blip", 12).await;
+
+    // The browser reconnects by itself, sending the id of the last event it got.
+    let last = reply.last.expect("events were received").to_string();
+    let mut events = http.events_after(&url, &last).await;
+    let first = events.next().await.expect("the stream resumes");
+    assert_eq!(
+        first.event, "delta",
+        "the token right after {last}: {first:?}"
+    );
+    reply.apply(&first);
+    let end = loop {
+        let event = events.next().await.expect("the stream goes on");
+        if event.event != "delta" && event.state()["type"] == "idle" {
+            break event;
+        }
+        reply.apply(&event);
+    };
+    // The reply reassembled from the tokens of both connections is the whole reply, before the
+    // end's state replaces it (with the same text).
+    assert_eq!(reply.text, full_reply("hello", TOKENS));
+    assert_eq!(reply.resyncs, 0);
+    assert_eq!(end.event, "state");
+    assert_eq!(end.state()["progress"], full_reply("hello", TOKENS));
+
+    // A client that got the end reconnects to an idle key: nothing is repeated, and the next
+    // run arrives as usual.
+    let mut events = http.events_after(&url, &end.id).await;
+    let (_, started) = http
+        .post(&server.url("/agents/blip/run"), run_body(1, 0))
+        .await;
+    let next = events.next().await.expect("the next run's start");
+    assert_eq!(next.id, format!("{}.0", started["run"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_that_missed_nothing_goes_on_with_the_next_event() {
+    let server = Server::start().await;
+    let http = Http::new();
+    let url = server.url("/agents/calm/events");
+    // The client had the key's state (it never ran) when its connection dropped.
+    let mut events = http.events_after(&url, "0.0").await;
+    let (_, started) = http
+        .post(&server.url("/agents/calm/run"), run_body(2, 0))
+        .await;
+    let run = started["run"].as_u64().expect("a run id");
+    let start = events.next().await.expect("the run's start");
+    assert_eq!(
+        (start.event.as_str(), start.id.clone()),
+        ("state", format!("{run}.0"))
+    );
+    // The client saw `0.0`.
+    let mut reply = Reply {
+        last: Some(Position::default()),
+        ..Reply::default()
+    };
+    reply.apply(&start);
+    let end = loop {
+        let event = events.next().await.expect("the stream goes on");
+        if event.event != "delta" {
+            break event;
+        }
+        reply.apply(&event);
+    };
+    assert_eq!(reply.text, full_reply("hello", 2));
+    assert_eq!(
+        (end.event.as_str(), end.id.as_str()),
+        ("state", &*format!("{run}.3"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_past_the_deltas_held_gets_a_resync_then_the_tokens_after_it() {
+    const TOKENS: u32 = 40;
+    // The repository holds at most 4 deltas of a run: a client 10 tokens behind cannot be
+    // given the tokens it missed.
+    let server = Server::start_with(app::builder().max_deltas(4).build()).await;
+    let http = Http::new();
+    let url = server.url("/agents/far/events");
+    let mut events = http.events(&url).await;
+    let mut reply = Reply::default();
+    reply.apply(&events.next().await.expect("the current state"));
+    http.post(&server.url("/agents/far/run"), run_body(TOKENS, 10))
+        .await;
+    while reply.text.is_empty() {
+        reply.apply(&events.next().await.expect("the stream goes on"));
+    }
+    drop(events);
+    wait_for_words(&server, "far", 12).await;
+
+    let last = reply.last.expect("events were received");
+    let mut events = http.events_after(&url, &last.to_string()).await;
+    let resync = events.next().await.expect("the stream resumes");
+    assert_eq!(resync.event, "resync", "{resync:?}");
+    assert_eq!(resync.state()["type"], "running");
+    assert!(resync.position() > last, "{resync:?}");
+    let caught_up = resync.state()["progress"]
+        .as_str()
+        .expect("the reply so far");
+    assert!(caught_up.split_whitespace().count() >= 12, "{caught_up}");
+    reply.apply(&resync);
+    // Then every token after it, in order, up to the end.
+    let end = loop {
+        let event = events.next().await.expect("the stream goes on");
+        if event.event != "delta" && event.state()["type"] == "idle" {
+            break event;
+        }
+        reply.apply(&event);
+    };
+    assert_eq!(reply.text, full_reply("hello", TOKENS));
+    assert_eq!(reply.resyncs, 1);
+    assert_eq!(end.event, "state");
+
+    // A client away for the end of the run gets the final state as a resync.
+    let mut events = http.events_after(&url, &last.to_string()).await;
+    let resync = events.next().await.expect("the final state");
+    assert_eq!(resync.event, "resync");
+    assert_eq!(resync.state(), end.state());
+
+    // So does a client whose `Last-Event-ID` is no position.
+    let mut events = http.events_after(&url, "yesterday").await;
+    let resync = events.next().await.expect("the current state");
+    assert_eq!(resync.event, "resync");
+    assert_eq!(resync.state(), end.state());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,7 +846,7 @@ async fn a_thousand_concurrent_runs_on_distinct_keys_all_complete_and_are_forgot
     const RUNS: usize = 1000;
     let server = Server::start().await;
     let http = Http::new();
-    let expected = full_reply("hello", 5).await;
+    let expected = full_reply("hello", 5);
 
     let mut runs = JoinSet::new();
     for index in 0..RUNS {
@@ -593,23 +855,27 @@ async fn a_thousand_concurrent_runs_on_distinct_keys_all_complete_and_are_forgot
         let run_url = server.url(&format!("/agents/agent-{index}/run"));
         runs.spawn(async move {
             let mut events = http.events(&events_url).await;
-            assert_eq!(events.next_state().await, Some(idle_with(Value::Null)));
+            assert_eq!(events.next_state().await, Some(never_ran()));
             let (status, body) = http.post(&run_url, run_body(5, 20)).await;
             assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-            let mut last_reply = Value::Null;
+            // The reply as the client builds it from the tokens, before the end replaces it.
+            let mut reply = Reply::default();
             loop {
-                let state = events.next_state().await.expect("the stream goes on");
-                if state["type"] == "idle" {
-                    assert_eq!(state, idle_with(json!({ "type": "completed" })));
-                    return last_reply;
+                let event = events.next().await.expect("the stream goes on");
+                if event.event != "delta" && event.state()["type"] == "idle" {
+                    assert_eq!(event.event, "state");
+                    assert_idle(event.state(), json!({ "type": "completed" }));
+                    assert_eq!(event.state()["progress"], reply.text.as_str());
+                    assert_eq!(reply.resyncs, 0);
+                    return reply.text;
                 }
-                last_reply = state["progress"].clone();
+                reply.apply(&event);
             }
         });
     }
     let mut completed = 0;
     while let Some(reply) = within("1,000 runs", runs.join_next()).await {
-        assert_eq!(reply.expect("the run's client task"), expected.as_str());
+        assert_eq!(reply.expect("the run's client task"), expected);
         completed += 1;
     }
     assert_eq!(completed, RUNS);
@@ -625,13 +891,13 @@ async fn a_client_leaving_mid_stream_releases_its_key() {
     let server = Server::start().await;
     let http = Http::new();
     let mut events = http.events(&server.url("/agents/left/events")).await;
-    assert_eq!(events.next_state().await, Some(idle_with(Value::Null)));
+    assert_eq!(events.next_state().await, Some(never_ran()));
     http.post(&server.url("/agents/left/run"), run_body(40, 10))
         .await;
     // Mid-stream: the run has started streaming tokens to this client.
     loop {
-        let state = events.next_state().await.expect("the stream goes on");
-        if state["progress"].is_string() {
+        let event = events.next().await.expect("the stream goes on");
+        if event.event == "delta" {
             break;
         }
     }
@@ -646,7 +912,7 @@ async fn a_client_leaving_mid_stream_releases_its_key() {
     // An idle key's stream sends nothing after its first event: the server notices the closed
     // connection all the same.
     let mut events = http.events(&server.url("/agents/quiet/events")).await;
-    assert_eq!(events.next_state().await, Some(idle_with(Value::Null)));
+    assert_eq!(events.next_state().await, Some(never_ran()));
     let watched = json!({ "remembered": 1, "running": 0, "live_tasks": 0 });
     assert_eq!(
         http.get(&server.url("/stats")).await,
@@ -732,26 +998,33 @@ async fn shutdown_delivers_the_final_state_to_100_open_streams_and_returns_promp
     for (key, first, mut events) in streams {
         readers.spawn(async move {
             let mut last = first;
-            while let Some(state) = events.next_state().await {
-                last = state;
+            while let Some(event) = events.next().await {
+                if event.event != "delta" {
+                    last = event.state().clone();
+                }
             }
             (key, last)
         });
     }
     let took = server.shut_down_within(Duration::from_secs(5)).await;
     // The graceful path finished by itself: it did not wait for the grace period to run out.
+    // Nothing but the repository ends the event streams, so each of them ended by itself once
+    // the repository had shut down; an open one would hold its connection, and `serve`, until
+    // the grace period ran out.
     assert!(took < SHUTDOWN_GRACE, "shutdown took {took:?}");
 
     let mut ended = 0;
     while let Some(reader) = within("the streams' ends", readers.join_next()).await {
         let (key, last) = reader.expect("the reader task");
-        let expected = if key % 2 == 0 {
-            idle_with(json!({ "type": "stopped", "reason": SHUTDOWN_REASON }))
-        } else {
-            idle_with(Value::Null)
-        };
         // Each stream ended right after its key's final state.
-        assert_eq!(last, expected, "k{key}");
+        if key.is_multiple_of(2) {
+            assert_idle(
+                &last,
+                json!({ "type": "stopped", "reason": SHUTDOWN_REASON }),
+            );
+        } else {
+            assert_eq!(last, never_ran(), "k{key}");
+        }
         ended += 1;
     }
     assert_eq!(ended, STREAMS);

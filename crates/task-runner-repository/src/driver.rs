@@ -17,6 +17,7 @@ use crate::run::{Published, RunCore, RunOps};
 use crate::shutdown::Live;
 use crate::state::Outcome;
 use crate::task::TaskContext;
+use crate::trace::RunSpan;
 use crate::wait::WaitSlot;
 
 /// Items a driver takes from an always-ready stream before it yields to its executor.
@@ -37,6 +38,8 @@ pin_project! {
         waiting: Option<WaitSlot>,
         // A listener's panic during one of this run's transitions, resumed once the run is done.
         panic: Deferred,
+        // The run's span (zero-sized without the `tracing` feature).
+        span: RunSpan<E>,
         started: bool,
         concluded: bool,
         marker: PhantomData<fn() -> M>,
@@ -57,8 +60,9 @@ pin_project! {
                 // Stale-safe: does nothing if the run no longer owns the key.
                 by_itself = run.conclude(&Outcome::Lost, this.panic);
             }
+            let _entered = this.span.enter();
             let parts = (this.stream, this.task, this.link, this.live);
-            finish(parts, run, this.core, by_itself);
+            finish(parts, run, this.core, this.span, by_itself);
             this.panic.resume();
         }
     }
@@ -72,18 +76,22 @@ type Parts<'a, St, F> = (
     &'a mut Option<Live>,
 );
 
-/// Drops the stream (on the executor, where it was polled), lets go of the key, tells the
-/// handles, then leaves the live count. `by_itself`: the driver recorded the run's end (it was
-/// not stopped), so its signal can never fire.
+/// Drops the stream (on the executor, where it was polled), records the run's end in its span,
+/// lets go of the key, tells the handles, then leaves the live count. `by_itself`: the driver
+/// recorded the run's end (it was not stopped), so its signal can never fire.
 fn finish<K, P, E, F, St>(
     (mut stream, task, link, live): Parts<'_, St, F>,
     run: Arc<dyn RunOps<K, P, E>>,
     core: &RunCore<P, E>,
+    span: &RunSpan<E>,
     by_itself: bool,
 ) {
     // A panicking destructor must not keep the handles waiting forever.
     let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
     let _ = panic::catch_unwind(AssertUnwindSafe(|| stream.set(None)));
+    // Before the handles resolve: whoever awaits one finds the run's end recorded. A
+    // subscriber's panic is the subscriber's; it must not keep the handles waiting either.
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| span.ended(core)));
     drop(link.take());
     // The driver's lease first, then the handles, then the live count: once a handle resolves
     // the driver holds no key, and once a shutdown resolves every handle has resolved too.
@@ -99,6 +107,7 @@ impl<K, P, E, F, St, M> Driving<K, P, E, F, St, M> {
         task: F,
         live: Live,
         link: Option<AbortCallback>,
+        span: RunSpan<E>,
     ) -> Self {
         Self {
             stream: None,
@@ -109,6 +118,7 @@ impl<K, P, E, F, St, M> Driving<K, P, E, F, St, M> {
             link,
             waiting: None,
             panic: Deferred::default(),
+            span,
             started: false,
             concluded: false,
             marker: PhantomData,
@@ -126,6 +136,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
+        // What the task logs while it is polled belongs to its run.
+        let _entered = this.span.enter();
         *this.started = true;
         let Some(run) = this.run.as_ref() else {
             return Poll::Ready(());
@@ -164,7 +176,7 @@ where
                     Ok(update) => {
                         // A listener's panic means the item was published: keep driving.
                         match this.panic.catch(|| run.publish(update)) {
-                            Some(Ok(Published::Yes)) | None => {}
+                            Some(Ok(Published::Yes)) | None => this.span.progress(this.core),
                             // Stopped or superseded: the item is discarded.
                             Some(Ok(Published::Stale)) => break None,
                             // Being stopped: the item is discarded, and the stopper records the
@@ -208,7 +220,7 @@ where
         *this.concluded = true;
         if let Some(run) = this.run.take() {
             let parts = (this.stream, this.task, this.link, this.live);
-            finish(parts, run, this.core, by_itself);
+            finish(parts, run, this.core, this.span, by_itself);
         }
         // The run is over and its stream dropped: a listener's panic surfaces here, to the
         // executor, without having cut the run short.

@@ -124,6 +124,31 @@
 //! - `serde`: `Serialize` and `Deserialize` for [`State`], [`Outcome`], [`Event`],
 //!   [`Position`], [`RunId`], [`Reason`] and [`NoError`], in a JSON form made for JavaScript
 //!   clients: objects tagged by `"type"`, documented in `docs/wire-format.md`.
+//! - `tracing`: each run is a [`tracing`](https://docs.rs/tracing) span, `run`, with fields
+//!   `key` (the key's `Debug`) and `run` (its id as a number), and these events in it:
+//!
+//!   | event | level | fields |
+//!   |---|---|---|
+//!   | `run started` | INFO | |
+//!   | `run progress` | TRACE | `seq`: the item's sequence number in the run |
+//!   | `run completed` | INFO | `outcome = "completed"` |
+//!   | `run stopped` | INFO | `outcome = "stopped"`, `reason` (absent without one) |
+//!   | `run failed` | WARN | `outcome = "failed"`, `error` (the error's `Debug`) |
+//!   | `run panicked` | ERROR | `outcome = "panicked"`, `panic` (the message, if a string) |
+//!   | `run lost: …` | WARN | `outcome = "lost"` |
+//!
+//!   The start is recorded before `run` returns; the end once the task's stream has been
+//!   dropped, before the run's handles resolve. The driver enters the span whenever it polls the
+//!   task, so whatever the task logs belongs to its run. The span has no parent — a run outlives
+//!   the request that started it — but *follows from* the span current when `run` was called.
+//!   Spans and events have the target `keyrunner_task_runner_repository`; targets match by
+//!   prefix, so `RUST_LOG=keyrunner=info` selects them.
+//!
+//!   With this feature, keys and task errors must implement `Debug` (the span records the key,
+//!   a failure its error). Every key type of the standard library does, and
+//!   `#[derive(Debug)]` does the rest; generic code that hands its own `K` or `E` to the
+//!   repository must then require `Debug` too. Without the feature, no bound changes and
+//!   nothing of `tracing` is compiled in: the hooks are empty and the run carries no span.
 //!
 //! # Panics
 //!
@@ -160,6 +185,7 @@ mod spawn;
 mod state;
 mod sync;
 mod task;
+mod trace;
 mod wait;
 
 pub use abort::{AbortCallback, AbortController, AbortSignal, WaitForAbort};
@@ -183,13 +209,34 @@ pub use task::TaskContext;
 mod bounds {
     use std::hash::Hash;
 
-    /// What a key must be: `Eq + Hash + Clone + Send + Sync + 'static`.
-    pub trait Key: Eq + Hash + Clone + Send + Sync + 'static {}
+    /// What a key must be: `Eq + Hash + Clone + Send + Sync + 'static`, and `Debug` with the
+    /// `tracing` feature (a run's span records its key).
+    pub trait Key: Eq + Hash + Clone + Send + Sync + Traced + 'static {}
 
-    impl<T: Eq + Hash + Clone + Send + Sync + 'static> Key for T {}
+    impl<T: Eq + Hash + Clone + Send + Sync + Traced + 'static> Key for T {}
 
     /// What progress and errors must be: `Send + Sync + 'static`.
     pub trait Value: Send + Sync + 'static {}
 
     impl<T: Send + Sync + 'static> Value for T {}
+
+    /// What a task's error must be to start a run: a [`Value`], and `Debug` with the `tracing`
+    /// feature (a failed run's event records its error).
+    pub trait Error: Value + Traced {}
+
+    impl<T: Value + Traced> Error for T {}
+
+    /// `Debug` with the `tracing` feature; every type without it.
+    #[cfg(feature = "tracing")]
+    pub trait Traced: std::fmt::Debug {}
+
+    #[cfg(feature = "tracing")]
+    impl<T: std::fmt::Debug + ?Sized> Traced for T {}
+
+    /// `Debug` with the `tracing` feature; every type without it.
+    #[cfg(not(feature = "tracing"))]
+    pub trait Traced {}
+
+    #[cfg(not(feature = "tracing"))]
+    impl<T: ?Sized> Traced for T {}
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_core::Stream;
 
 use crate::abort::AbortSignal;
-use crate::bounds::{Key, Value};
+use crate::bounds::{Error, Key, Value};
 use crate::driver::Driving;
 use crate::error::{RunError, StopError};
 use crate::handle::RunHandle;
@@ -18,6 +18,7 @@ use crate::run::ErasedRun;
 use crate::spawn::Driver;
 use crate::state::{NoError, Outcome, Reason, RunId};
 use crate::task::TaskContext;
+use crate::trace::RunSpan;
 
 /// A key's state at one instant, as a capability to act: run an idle key, stop a running one.
 ///
@@ -126,6 +127,7 @@ impl<K: Key, P: Value, E: Value> IdleNode<K, P, E> {
     /// `Result<_, E>`.
     pub fn run<F, St, M>(self, task: F) -> Result<RunHandle<E>, RunError<F>>
     where
+        E: Error,
         F: FnOnce(TaskContext<K>) -> St + Send + 'static,
         St: Stream + Send + 'static,
         St::Item: IntoProgress<P, E, M>,
@@ -143,6 +145,7 @@ impl<K: Key, P: Value, E: Value> IdleNode<K, P, E> {
         signal: &AbortSignal,
     ) -> Result<RunHandle<E>, RunError<F>>
     where
+        E: Error,
         F: FnOnce(TaskContext<K>) -> St + Send + 'static,
         St: Stream + Send + 'static,
         St::Item: IntoProgress<P, E, M>,
@@ -231,7 +234,7 @@ pub(crate) fn start<K, P, E, F, St, M>(
 where
     K: Key,
     P: Value,
-    E: Value,
+    E: Error,
     F: FnOnce(TaskContext<K>) -> St + Send + 'static,
     St: Stream + Send + 'static,
     St::Item: IntoProgress<P, E, M>,
@@ -251,6 +254,7 @@ where
         }
     };
     let id = core.id();
+    let span = RunSpan::start(|| run.key(), id);
     // A signal that has fired already runs the callback here, stopping the run before its
     // driver exists; a panic in that stop is held too.
     let link = link.and_then(|signal| {
@@ -268,7 +272,7 @@ where
     });
     let handle = Arc::clone(&run).handle();
     let driving: Driving<K, P, E, F, St, M> =
-        Driving::new(run, Arc::clone(&core), task, live, link);
+        Driving::new(run, Arc::clone(&core), task, live, link, span);
     panic.catch(|| shared.common().spawn(Driver::new(driving)));
     let result = if core.was_refused() {
         Err(RunError::Spawn { run: id })

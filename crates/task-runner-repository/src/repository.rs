@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_core::Stream;
 
 use crate::abort::AbortSignal;
-use crate::bounds::{Key, Value};
+use crate::bounds::{Error, Key, Value};
 use crate::error::{RunError, StopError};
 use crate::event::{Event, Position};
 use crate::handle::RunHandle;
@@ -415,6 +415,7 @@ macro_rules! controller_methods {
         pub fn run<F, St, M>(&self, key: K, task: F) -> Result<RunHandle<E>, RunError<F>>
         where
             K: Key,
+            E: Error,
             F: FnOnce(TaskContext<K>) -> St + Send + 'static,
             St: Stream + Send + 'static,
             St::Item: IntoProgress<P, E, M>,
@@ -437,6 +438,7 @@ macro_rules! controller_methods {
         ) -> Result<RunHandle<E>, RunError<F>>
         where
             K: Key,
+            E: Error,
             F: FnOnce(TaskContext<K>) -> St + Send + 'static,
             St: Stream + Send + 'static,
             St::Item: IntoProgress<P, E, M>,

@@ -303,6 +303,9 @@ pub(crate) trait RunOps<K, P, E>: ErasedRun<P, E> {
     /// The context the task is called with.
     fn context(&self) -> TaskContext<K>;
 
+    /// The key the run belongs to.
+    fn key(&self) -> &K;
+
     /// Applies `update` if this run still owns its key and is not being stopped; otherwise the
     /// item is discarded. `Err` carries a panic of the progress type's own code (a fold).
     fn publish(&self, update: Update<P>) -> Result<Published, Payload>;
@@ -482,6 +485,10 @@ where
 {
     fn context(&self) -> TaskContext<K> {
         TaskContext::new(self.topic.key().clone(), self.core.id(), self.core.signal())
+    }
+
+    fn key(&self) -> &K {
+        self.topic.key()
     }
 
     fn publish(&self, update: Update<P>) -> Result<Published, Payload> {

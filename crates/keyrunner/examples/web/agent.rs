@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, Stream, StreamExt};
-use keyrunner::{AbortSignal, TaskContext};
+use keyrunner::{AbortSignal, Delta, TaskContext};
 use serde::Deserialize;
 
 use crate::app::AgentKey;
@@ -60,18 +60,15 @@ impl RunRequest {
 }
 
 impl Agent {
-    /// The task to hand the repository: a stream of the reply so far, one token longer each
-    /// tick.
-    pub(crate) fn task(self) -> impl FnOnce(TaskContext<AgentKey>) -> BoxStream<'static, String> {
-        move |cx| {
-            let signal = cx.abort_signal().clone();
-            self.tokens(signal)
-                .scan(String::new(), |reply, token| {
-                    reply.push_str(&token);
-                    std::future::ready(Some(reply.clone()))
-                })
-                .boxed()
-        }
+    /// The task to hand the repository: the reply's tokens, each a [`Delta`] that the
+    /// repository appends to the reply so far.
+    ///
+    /// Watchers get each token as it comes (an `Event::Delta`), and anyone reading the state
+    /// gets the whole reply so far: the repository folds the deltas into it.
+    pub(crate) fn task(
+        self,
+    ) -> impl FnOnce(TaskContext<AgentKey>) -> BoxStream<'static, Delta<String>> {
+        move |cx| self.tokens(cx.abort_signal().clone()).map(Delta).boxed()
     }
 
     /// The reply's tokens, one per tick, ending early once `signal` fires.
@@ -79,32 +76,33 @@ impl Agent {
     /// The repository drops a stopped run's stream at its next poll anyway; a real agent
     /// watches the signal to cancel work that outlives a poll (a request to a model in flight).
     pub(crate) fn tokens(self, signal: AbortSignal) -> impl Stream<Item = String> + Send + 'static {
-        let words = reply_words(&self.prompt);
         let interval = self.interval;
-        stream::iter((0..self.tokens as usize).map(move |index| {
-            let word = &words[index % words.len()];
-            if index == 0 {
-                word.clone()
-            } else {
-                format!(" {word}")
-            }
-        }))
-        .then(move |token| async move {
-            tokio::time::sleep(interval).await;
-            token
-        })
-        .take_until(signal.aborted())
+        stream::iter(reply_tokens(&self.prompt, self.tokens))
+            .then(move |token| async move {
+                tokio::time::sleep(interval).await;
+                token
+            })
+            .take_until(signal.aborted())
     }
 }
 
-/// The words of the canned reply to `prompt`: the prompt quoted, then a paragraph that repeats.
-fn reply_words(prompt: &str) -> Vec<String> {
+/// The `tokens` tokens of the canned reply to `prompt`: the prompt quoted, then a paragraph
+/// that repeats. Concatenated, they are the full reply.
+pub(crate) fn reply_tokens(prompt: &str, tokens: u32) -> impl Iterator<Item = String> + use<> {
     let quoted = format!("You asked: “{}”.", prompt.trim());
     let answer = "Here is what I found. A key runs at most one agent at a time; anyone can \
                   watch it live, and only a check of its state lets you run or stop it.";
-    quoted
+    let words: Vec<String> = quoted
         .split_whitespace()
         .chain(answer.split_whitespace())
         .map(str::to_owned)
-        .collect()
+        .collect();
+    (0..tokens as usize).map(move |index| {
+        let word = &words[index % words.len()];
+        if index == 0 {
+            word.clone()
+        } else {
+            format!(" {word}")
+        }
+    })
 }

@@ -1,9 +1,11 @@
 //! The service: routes, handlers, typed errors mapped to status codes, Server-Sent Events from
-//! the repository's state streams, and graceful shutdown.
+//! the repository's event streams (resumable with `Last-Event-ID`), and graceful shutdown.
 //!
 //! `main.rs` serves it on `PORT`; the tests in `tests/web*.rs` include this file and serve it on
 //! an ephemeral port, one server (and one repository) per test.
 
+use std::convert::Infallible;
+use std::fmt;
 use std::future::{Future, IntoFuture as _};
 use std::io;
 use std::pin::pin;
@@ -13,19 +15,20 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt as _};
-use keyrunner::{Conflict, Reason, RunError, RunId, StateNode, TaskRunnerRepository, spawn_fn};
+use keyrunner::{
+    Builder, Conflict, Event, Position, Reason, RunError, RunId, StateNode, StopError,
+    TaskRunnerRepository, spawn_fn,
+};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::agent::RunRequest;
-use crate::closing::Closing;
-use crate::wire::StateJson;
 
 /// The agents of this process: at most one run per key; the progress is the reply so far.
 pub(crate) type Agents = TaskRunnerRepository<AgentKey, String>;
@@ -39,29 +42,41 @@ pub(crate) const SHUTDOWN_REASON: &str = "server shutting down";
 /// How long a graceful shutdown may take before the remaining connections are dropped.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
+/// How long a browser waits before it reconnects an event stream that dropped (the SSE `retry`
+/// field; browsers default to about 3 seconds).
+pub(crate) const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
 /// A repository whose runs are spawned on the tokio runtime this is called from.
-///
-/// Any closure that spawns the run's driver is a spawner through `spawn_fn`; with keyrunner's
-/// `tokio` feature,
-/// `keyrunner::tokio::TokioSpawner::current()` does the same.
 ///
 /// # Panics
 ///
 /// Outside a tokio runtime.
 pub(crate) fn agents() -> Agents {
+    builder().build()
+}
+
+/// The builder of [`agents`], for a repository with other settings (the tests hold fewer
+/// deltas per run, to reach a resync quickly).
+///
+/// Any closure that spawns the run's driver is a spawner through `spawn_fn`; with keyrunner's
+/// `tokio` feature, `keyrunner::tokio::TokioSpawner::current()` does the same.
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
+pub(crate) fn builder() -> Builder<AgentKey, String> {
     let runtime = tokio::runtime::Handle::current();
-    TaskRunnerRepository::new(spawn_fn(move |run| drop(runtime.spawn(run))))
+    TaskRunnerRepository::builder(spawn_fn(move |run| drop(runtime.spawn(run))))
 }
 
 /// What the handlers share: cheap to clone, as axum's state must be.
 #[derive(Clone, Debug)]
 struct AppState {
     agents: Agents,
-    closing: Closing,
 }
 
 /// The routes of the service, serving `agents`.
-pub(crate) fn router(agents: Agents, closing: Closing) -> Router {
+pub(crate) fn router(agents: Agents) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/agents", get(running_agents))
@@ -70,30 +85,29 @@ pub(crate) fn router(agents: Agents, closing: Closing) -> Router {
         .route("/agents/{key}/stop", post(stop_agent))
         .route("/agents/{key}/events", get(agent_events))
         .route("/stats", get(stats))
-        .with_state(AppState { agents, closing })
+        .with_state(AppState { agents })
 }
 
 /// Serves `agents` on `listener` until `shutdown` resolves, then shuts down gracefully.
 ///
 /// On shutdown, every run is stopped with [`SHUTDOWN_REASON`] and later runs are refused (503);
-/// every open event stream delivers its key's final state and ends; no new connection is
-/// accepted. This returns once every connection has closed and every run's stream has been
-/// dropped, or [`SHUTDOWN_GRACE`] after `shutdown` resolved, whichever comes first.
+/// every open event stream delivers its key's final state and ends (the repository's streams
+/// end by themselves once it shuts down); no new connection is accepted. This returns once
+/// every connection has closed and every run's stream has been dropped, or [`SHUTDOWN_GRACE`]
+/// after `shutdown` resolved, whichever comes first.
 pub(crate) async fn serve(
     listener: TcpListener,
     agents: Agents,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let closing = Closing::default();
     let (began, shutdown_began) = oneshot::channel();
-    let app = router(agents.clone(), closing.clone());
+    let app = router(agents.clone());
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             // From here on runs are refused; every running key turns idle with the reason, and
-            // every open event stream has that final state queued.
+            // every open event stream yields its key's final state, then ends.
             let streams_dropped = agents.shutdown(Reason::from(SHUTDOWN_REASON));
-            closing.close();
             // The receiver is gone only if the server has already stopped.
             let _ = began.send(streams_dropped);
         })
@@ -111,7 +125,7 @@ pub(crate) async fn serve(
     tokio::time::timeout(SHUTDOWN_GRACE, drained)
         .await
         .unwrap_or_else(|_elapsed| {
-            eprintln!("shutdown took longer than {SHUTDOWN_GRACE:?}; dropping what is left");
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown took too long; dropping what is left");
             Ok(())
         })
 }
@@ -120,9 +134,16 @@ pub(crate) async fn serve(
 ///
 /// As an extractor, it reads the `{key}` path parameter and rejects anything else with
 /// [`ApiError::InvalidKey`], so no handler ever sees an unchecked key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub(crate) struct AgentKey(String);
+
+/// The key as a string: what a run's span shows (`key="demo"`).
+impl fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl AgentKey {
     /// `key` if it is a valid agent key.
@@ -226,9 +247,10 @@ async fn running_agents(State(app): State<AppState>) -> Json<Vec<AgentKey>> {
     Json(keys)
 }
 
-/// `GET /agents/{key}`: the key's state now.
+/// `GET /agents/{key}`: the key's state now, in the repository's wire format
+/// (`docs/wire-format.md`).
 async fn agent_state(State(app): State<AppState>, key: AgentKey) -> Response {
-    Json(StateJson::new(&app.agents.state(&key))).into_response()
+    Json(app.agents.state(&key)).into_response()
 }
 
 /// The query string of `POST /agents/{key}/run`.
@@ -337,6 +359,9 @@ struct StopRequest {
 
 /// `POST /agents/{key}/stop` with an optional `{"reason": …}`: 200 with the stopped run's id
 /// and the reason, 404 when the key is idle.
+///
+/// `stop(&key, …)` stops whichever run is current at that instant; a handler that must stop
+/// one particular run takes a [`StateNode`] instead (as `run_agent` does to replace).
 async fn stop_agent(
     State(app): State<AppState>,
     key: AgentKey,
@@ -345,51 +370,142 @@ async fn stop_agent(
     let reason = body?
         .and_then(|Json(request)| request.reason)
         .unwrap_or_else(|| DEFAULT_STOP_REASON.to_owned());
-    loop {
-        match app.agents.state_node(key.clone()) {
-            StateNode::Idle(_) => return Err(ApiError::NotRunning),
-            StateNode::Running(running) => {
-                let run = running.run_id();
-                // A stale node (that run ended since we looked) stops nothing: look again.
-                if running.stop(Reason::from(reason.as_str())).is_ok() {
-                    return Ok(Json(RunJson {
-                        run: run.get(),
-                        reason: Some(reason),
-                    }));
-                }
-            }
-        }
+    match app.agents.stop(&key, Reason::from(reason.as_str())) {
+        Ok(run) => Ok(Json(RunJson {
+            run: run.get(),
+            reason: Some(reason),
+        })),
+        Err(StopError::Idle | StopError::Ended { .. }) => Err(ApiError::NotRunning),
     }
 }
 
-/// `GET /agents/{key}/events`: Server-Sent Events, each a `state` event whose data is the
-/// key's state as JSON: the current state first, then every transition in order. On shutdown
-/// the stream delivers the key's final state and ends.
+/// `GET /agents/{key}/events`: Server-Sent Events of the key's [`Event`]s, each with its
+/// [`Position`] as its id and the event in the repository's wire format as its data.
+///
+/// - `state`: the key's state; replace what you show. The first event of a connection, a run's
+///   start and end.
+/// - `delta`: a token of the running reply; append it.
+/// - `resync`: the key's state, sent instead of a `state` when events were skipped since the
+///   previous one the client got (see [`Resume`]); replace what you show.
+///
+/// A reconnecting browser sends the id of the last event it got as `Last-Event-ID`, and the
+/// stream resumes right after it: nothing repeated, nothing skipped while the run's deltas are
+/// still held, a `resync` otherwise. On shutdown the stream delivers the key's final state and
+/// ends.
 async fn agent_events(
     State(app): State<AppState>,
     key: AgentKey,
-) -> Sse<impl Stream<Item = Result<Event, axum::Error>>> {
-    // The agent streams snapshots (the reply so far), so every event is a state.
-    let states = app
-        .closing
-        .end_on_close(app.agents.stream(key))
-        .filter_map(|event| std::future::ready(event.into_state()));
-    let events = states.enumerate().map(|(index, state)| {
-        Event::default()
-            .event("state")
-            .id(event_id(index))
-            .json_data(StateJson::new(&state))
+    resume: Resume,
+) -> Sse<impl Stream<Item = Result<sse::Event, axum::Error>>> {
+    let (events, mut seen) = match resume {
+        Resume::After(position) => (app.agents.stream_after(key, position), Seen::at(position)),
+        Resume::Fresh => (app.agents.stream(key), Seen::nothing()),
+        Resume::Unknown => (app.agents.stream(key), Seen::unknown()),
+    };
+    let mut first = true;
+    let events = events.map(move |event| {
+        let mut sse = sse::Event::default()
+            .event(seen.kind(&event))
+            .id(event.position().to_string());
+        if std::mem::take(&mut first) {
+            sse = sse.retry(RECONNECT_AFTER);
+        }
+        sse.json_data(&event)
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
-/// The id of the `index`th event of one event stream.
+/// Where a client's previous connection to an event stream left off: its `Last-Event-ID`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// A first connection: no `Last-Event-ID`.
+    Fresh,
+    /// A reconnection: the position of the last event the client got.
+    After(Position),
+    /// A `Last-Event-ID` that is no position: the client shows something, we cannot tell what.
+    Unknown,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Resume {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let Some(id) = parts.headers.get("last-event-id") else {
+            return Ok(Self::Fresh);
+        };
+        Ok(id
+            .to_str()
+            .ok()
+            .and_then(|id| id.parse().ok())
+            .map_or(Self::Unknown, Self::After))
+    }
+}
+
+/// What a client has got of a key's events, to tell a `state` that follows the previous event
+/// from a `resync` that skips some.
 ///
-/// For now, the event's place in its own stream: it tells a client how far it got, but a new
-/// stream starts from the key's current state whatever `Last-Event-ID` it is sent. Positions
-/// that a reconnecting client can resume from come with the repository's delta streams.
-fn event_id(index: usize) -> String {
-    index.to_string()
+/// A state follows the previous event when it is the next one of the same run (its next item,
+/// or its end), or the start of a run after the client saw the previous run end. Anything else
+/// skipped something: a reconnect past the deltas the repository holds, a stream whose
+/// consumer fell far behind, or a run that started and maybe ended while the client was away.
+/// When in doubt, `resync`: it only makes the client replace what it shows, which is always
+/// correct.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// The position of the last event sent, or of the last one the client got before it
+    /// reconnected.
+    last: Option<Position>,
+    /// Whether that event is known to be an idle state (a run's end, or a key that never ran).
+    idle: bool,
+    /// Whether the client shows something we know nothing about.
+    unknown: bool,
+}
+
+impl Seen {
+    fn nothing() -> Self {
+        Self {
+            last: None,
+            idle: false,
+            unknown: false,
+        }
+    }
+
+    fn at(position: Position) -> Self {
+        Self {
+            last: Some(position),
+            // `0.0` is the state of a key that never ran (or was forgotten): idle. Any other
+            // position may be a run's end or not.
+            idle: position.run_id().is_none(),
+            ..Self::nothing()
+        }
+    }
+
+    fn unknown() -> Self {
+        Self {
+            unknown: true,
+            ..Self::nothing()
+        }
+    }
+
+    /// The SSE event type of `event`, the next event sent: `state`, `delta` or `resync`.
+    fn kind<P, E>(&mut self, event: &Event<P, E>) -> &'static str {
+        let position = event.position();
+        let kind = match (event, self.last) {
+            (Event::Delta { .. }, _) => "delta",
+            (Event::State { .. }, None) if !self.unknown => "state",
+            (Event::State { .. }, Some(last))
+                if (position.run_id() == last.run_id() && position.seq() == last.seq() + 1)
+                    || (self.idle && position.seq() == 0 && position > last) =>
+            {
+                "state"
+            }
+            (Event::State { .. }, _) => "resync",
+        };
+        self.last = Some(position);
+        self.idle = event.state().is_some_and(|state| state.is_idle());
+        self.unknown = false;
+        kind
+    }
 }
 
 /// The body of `GET /stats`.

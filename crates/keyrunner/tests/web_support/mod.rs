@@ -6,6 +6,9 @@
 //! parallel and can reach into the repository. `main.rs` adds only the port and the Ctrl-C
 //! future on top.
 
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -26,13 +29,17 @@ pub(crate) struct Server {
 impl Server {
     /// Starts a server with a fresh repository.
     pub(crate) async fn start() -> Self {
+        Self::start_with(app::agents()).await
+    }
+
+    /// Starts a server on `agents`.
+    pub(crate) async fn start_with(agents: Agents) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind an ephemeral port");
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        let agents = app::agents();
         let (shutdown, signal) = oneshot::channel::<()>();
         let served = tokio::spawn(app::serve(listener, agents.clone(), async {
             // A dropped sender (the test ended) shuts down too.
@@ -46,9 +53,14 @@ impl Server {
         }
     }
 
+    /// The server's address: `127.0.0.1` and a port of its own.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://127.0.0.1:PORT` followed by `path`.
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.addr())
     }
 
     /// The server's repository, for what HTTP cannot show.
