@@ -144,11 +144,10 @@
 //!   Spans and events have the target `keyrunner_task_runner_repository`; targets match by
 //!   prefix, so `RUST_LOG=keyrunner=info` selects them.
 //!
-//!   With this feature, keys and task errors must implement `Debug` (the span records the key,
-//!   a failure its error). Every key type of the standard library does, and
-//!   `#[derive(Debug)]` does the rest; generic code that hands its own `K` or `E` to the
-//!   repository must then require `Debug` too. Without the feature, no bound changes and
-//!   nothing of `tracing` is compiled in: the hooks are empty and the run carries no span.
+//!   Keys and task errors implement `Debug` with or without this feature (the span records the
+//!   key, a failure its error), so turning it on changes no bound and breaks no code elsewhere
+//!   in a build. Without it nothing of `tracing` is compiled in: the hooks are empty and the run
+//!   carries no span.
 //!
 //! # Panics
 //!
@@ -207,36 +206,24 @@ pub use task::TaskContext;
 /// The bounds on type parameters, written once. Public so they may appear in public bounds,
 /// in a private module so nobody outside can name (or implement) them.
 mod bounds {
+    use std::fmt::Debug;
     use std::hash::Hash;
 
-    /// What a key must be: `Eq + Hash + Clone + Send + Sync + 'static`, and `Debug` with the
-    /// `tracing` feature (a run's span records its key).
-    pub trait Key: Eq + Hash + Clone + Send + Sync + Traced + 'static {}
+    /// What a key must be: `Eq + Hash + Clone + Debug + Send + Sync + 'static`. `Debug` lets
+    /// the `tracing` feature record the key; it is required with or without the feature, so
+    /// turning the feature on never breaks code elsewhere in a build.
+    pub trait Key: Eq + Hash + Clone + Debug + Send + Sync + 'static {}
 
-    impl<T: Eq + Hash + Clone + Send + Sync + Traced + 'static> Key for T {}
+    impl<T: Eq + Hash + Clone + Debug + Send + Sync + 'static> Key for T {}
 
     /// What progress and errors must be: `Send + Sync + 'static`.
     pub trait Value: Send + Sync + 'static {}
 
     impl<T: Send + Sync + 'static> Value for T {}
 
-    /// What a task's error must be to start a run: a [`Value`], and `Debug` with the `tracing`
-    /// feature (a failed run's event records its error).
-    pub trait Error: Value + Traced {}
+    /// What a task's error must be to start a run: a [`Value`] and `Debug` (the `tracing`
+    /// feature records a failure's error; required with or without it, as for keys).
+    pub trait Error: Value + Debug {}
 
-    impl<T: Value + Traced> Error for T {}
-
-    /// `Debug` with the `tracing` feature; every type without it.
-    #[cfg(feature = "tracing")]
-    pub trait Traced: std::fmt::Debug {}
-
-    #[cfg(feature = "tracing")]
-    impl<T: std::fmt::Debug + ?Sized> Traced for T {}
-
-    /// `Debug` with the `tracing` feature; every type without it.
-    #[cfg(not(feature = "tracing"))]
-    pub trait Traced {}
-
-    #[cfg(not(feature = "tracing"))]
-    impl<T: ?Sized> Traced for T {}
+    impl<T: Value + Debug> Error for T {}
 }

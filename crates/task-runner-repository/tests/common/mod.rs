@@ -25,7 +25,6 @@ pub struct Manual {
 impl Manual {
     pub fn repository<K, S, E>(&self) -> TaskRunnerRepository<K, S, E>
     where
-        // `Debug` for the `tracing` feature, which the suites may be built with.
         K: Eq + std::hash::Hash + Clone + Send + Sync + std::fmt::Debug + 'static,
         S: Send + Sync + 'static,
         E: Send + Sync + 'static,
