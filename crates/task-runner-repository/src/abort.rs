@@ -63,8 +63,8 @@ impl SignalCore {
         self.flags.load(Ordering::Acquire) & FIRED != 0
     }
 
-    /// Fires the signal: wakes its waiters, then runs its callbacks (see [`run_callbacks`]).
-    /// Returns whether this call fired it.
+    /// Fires the signal: wakes its waiters, then runs its callbacks (see [`run_callbacks`]), the
+    /// callbacks even if a waker panics. Returns whether this call fired it.
     pub(crate) fn fire(&self, reason: Option<Reason>) -> bool {
         let (callbacks, waiters) = {
             let mut state = lock(&self.state);
@@ -77,10 +77,14 @@ impl SignalCore {
             self.flags.fetch_or(FIRED, Ordering::AcqRel);
             (state.callbacks.take(), state.waiters.take())
         };
-        waiters.wake_all();
+        // A waker that panics must not keep the callbacks from running (a linked run's stop, a
+        // stream's end): both happen, then the first panic resumes.
+        let mut panic = Deferred::default();
+        panic.catch(|| waiters.wake_all());
         if let Some(callbacks) = callbacks {
-            run_callbacks(*callbacks, reason);
+            panic.catch(|| run_callbacks(*callbacks, reason));
         }
+        panic.resume();
         true
     }
 
@@ -214,8 +218,9 @@ impl AbortController {
     /// fired already (the first reason stays).
     ///
     /// Tasks awaiting the signal are woken, then callbacks run on this thread, after the signal
-    /// is marked aborted and no lock is held. If a callback panics, the others still run and the
-    /// first panic is resumed from this call.
+    /// is marked aborted and no lock is held. If a waker or a callback panics, the other wakers
+    /// are still woken and the other callbacks still run, and the first panic is resumed from
+    /// this call.
     ///
     /// Called from inside an abort callback (one signal firing another, as linked runs do), this
     /// marks the signal aborted and returns at once; its callbacks run after the current one,

@@ -58,7 +58,7 @@ pin_project! {
                 by_itself = run.conclude(&Outcome::Lost, this.panic);
             }
             let parts = (this.stream, this.task, this.link, this.live);
-            finish(parts, run, this.core, by_itself);
+            finish(parts, run, this.core, by_itself, this.panic);
             this.panic.resume();
         }
     }
@@ -74,12 +74,14 @@ type Parts<'a, St, F> = (
 
 /// Drops the stream (on the executor, where it was polled), lets go of the key, tells the
 /// handles, then leaves the live count. `by_itself`: the driver recorded the run's end (it was
-/// not stopped), so its signal can never fire.
+/// not stopped), so its signal can never fire. A handle's waker that panics is caught into
+/// `panic`: the live count is left all the same.
 fn finish<K, P, E, F, St>(
     (mut stream, task, link, live): Parts<'_, St, F>,
     run: Arc<dyn RunOps<K, P, E>>,
     core: &RunCore<P, E>,
     by_itself: bool,
+    panic: &mut Deferred,
 ) {
     // A panicking destructor must not keep the handles waiting forever.
     let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
@@ -88,7 +90,7 @@ fn finish<K, P, E, F, St>(
     // The driver's lease first, then the handles, then the live count: once a handle resolves
     // the driver holds no key, and once a shutdown resolves every handle has resolved too.
     drop(run);
-    core.finish(by_itself);
+    panic.catch(|| core.finish(by_itself));
     drop(live.take());
 }
 
@@ -208,7 +210,7 @@ where
         *this.concluded = true;
         if let Some(run) = this.run.take() {
             let parts = (this.stream, this.task, this.link, this.live);
-            finish(parts, run, this.core, by_itself);
+            finish(parts, run, this.core, by_itself, this.panic);
         }
         // The run is over and its stream dropped: a listener's panic surfaces here, to the
         // executor, without having cut the run short.
