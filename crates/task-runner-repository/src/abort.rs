@@ -332,6 +332,11 @@ thread_local! {
 /// thread is already running callbacks, queues them for that outer call. However long a chain
 /// of signals firing each other, the stack holds one callback frame at a time.
 ///
+/// A signal may also fire while this thread's thread-locals are being destroyed (a repository
+/// handle or a controller dropped by another thread-local's destructor), when the queue may be
+/// gone already: then the callbacks run here, and nested ones depth-first, rather than not at
+/// all (or a panic in a thread-local's destructor, which aborts the process).
+///
 /// A panicking callback does not stop the others; the first panic resumes from the outermost
 /// call once every queued callback has run.
 fn run_callbacks(callbacks: Slab<Callback>, reason: Option<Reason>) {
@@ -343,27 +348,30 @@ fn run_callbacks(callbacks: Slab<Callback>, reason: Option<Reason>) {
         }
     }
 
-    let first = PENDING.with(|pending| {
+    let mut batch = Some((callbacks, reason));
+    let queued = PENDING.try_with(|pending| {
         let mut pending = pending.borrow_mut();
         match pending.as_mut() {
             Some(queue) => {
-                queue.push_back((callbacks, reason));
-                None
+                queue.extend(batch.take());
+                true
             }
             None => {
                 *pending = Some(VecDeque::new());
-                Some((callbacks, reason))
+                false
             }
         }
     });
-    let Some(first) = first else {
+    if matches!(queued, Ok(true)) {
         return;
-    };
+    }
     let outermost = Outermost;
     let mut panic = Deferred::default();
-    let mut batch = Some(first);
     while let Some((callbacks, reason)) = batch.take().or_else(|| {
-        PENDING.with(|pending| pending.borrow_mut().as_mut().and_then(VecDeque::pop_front))
+        PENDING
+            .try_with(|pending| pending.borrow_mut().as_mut().and_then(VecDeque::pop_front))
+            .ok()
+            .flatten()
     }) {
         for (_, callback) in callbacks {
             panic.catch(|| callback(reason.as_ref()));
