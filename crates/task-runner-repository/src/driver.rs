@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use crate::abort::AbortCallback;
 use crate::item::sealed::Sealed;
-use crate::panics::{Deferred, Payload, discard};
+use crate::panics::{Deferred, panicked};
 use crate::run::{Published, RunCore, RunOps};
 use crate::shutdown::Live;
 use crate::state::Outcome;
@@ -217,17 +217,4 @@ where
         this.panic.resume();
         Poll::Ready(())
     }
-}
-
-fn panicked<E>(payload: Payload) -> Outcome<E> {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|text| Arc::from(*text))
-        .or_else(|| {
-            payload
-                .downcast_ref::<String>()
-                .map(|text| Arc::from(text.as_str()))
-        });
-    discard(payload);
-    Outcome::Panicked { message }
 }
