@@ -142,8 +142,8 @@ where
                 break None;
             }
             if let Some(task) = this.task.take() {
-                let context = run.context();
-                match panic::catch_unwind(AssertUnwindSafe(|| task(context))) {
+                // The context clones the key: user code, which may panic like the task.
+                match panic::catch_unwind(AssertUnwindSafe(|| task(run.context()))) {
                     Ok(stream) => this.stream.set(Some(stream)),
                     Err(payload) => break Some(panicked(payload)),
                 }
