@@ -128,6 +128,17 @@ impl SignalCore {
         false
     }
 
+    /// Returns the spare capacity of the callbacks' and waiters' lists (left by callbacks and
+    /// waiters that came and went) to the allocator. Nothing of the user's runs: callbacks and
+    /// wakers are only moved.
+    fn shrink_to_fit(&self) {
+        let mut state = lock(&self.state);
+        if let Some(callbacks) = state.callbacks.as_mut() {
+            callbacks.shrink_to_fit();
+        }
+        state.waiters.shrink_to_fit();
+    }
+
     /// Frees a waiter's slot.
     pub(crate) fn unregister(&self, slot: WaitSlot) {
         let removed = lock(&self.state).waiters.remove(slot);
@@ -233,6 +244,11 @@ impl AbortController {
     #[must_use]
     pub fn is_aborted(&self) -> bool {
         self.signal.is_aborted()
+    }
+
+    /// Returns the spare capacity of the signal's callbacks and waiters to the allocator.
+    pub(crate) fn shrink_to_fit(&self) {
+        self.signal.core().shrink_to_fit();
     }
 }
 

@@ -259,6 +259,12 @@ where
 
     fn shrink_to_fit(&self) {
         self.topics.shrink_to_fit();
+        // Each stream keeps a callback on the shutdown signal while it lives: their list grows
+        // to the most streams open at once.
+        self.common.shutdown_signal.shrink_to_fit();
+        if let Some(retention) = &self.retention {
+            retention.shrink_to_fit();
+        }
     }
 }
 

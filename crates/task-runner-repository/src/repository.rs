@@ -535,7 +535,9 @@ impl<K, P: Value, E: Value, H> TaskRunnerRepository<K, P, E, H> {
         }
     }
 
-    /// Returns spare memory of the key table to the allocator.
+    /// Returns spare memory to the allocator: the key table's, the retained keys' (see
+    /// [`Builder::retain_for`]), and that of the list through which a shutdown ends the streams,
+    /// each of which grows to the most keys or streams there were at once.
     pub fn shrink_to_fit(&self) {
         self.handle.shared.shrink_to_fit();
     }

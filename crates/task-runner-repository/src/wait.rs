@@ -79,6 +79,14 @@ impl WaitList {
         }
     }
 
+    /// Returns the spare capacity left by waiters that came and went to the allocator; every
+    /// waiter keeps its slot.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        if let Some(more) = &mut self.more {
+            more.shrink_to_fit();
+        }
+    }
+
     /// Takes every waker out, to be woken once the lock is released.
     pub(crate) fn take(&mut self) -> Self {
         let epoch = self.epoch;
