@@ -66,7 +66,8 @@
 //! (a handle, a listener, a stream) or turn on retention
 //! ([`retain_for`](Builder::retain_for), [`retain_keys`](Builder::retain_keys)): idle keys' last
 //! outcomes and final progress are then kept for a while, or up to a number of keys, after their
-//! run ended.
+//! run ended. (A key whose own progress holds a handle of the repository or of its own runs is
+//! never forgotten: see [`TaskRunnerRepository`], "Handles the repository holds".)
 //!
 //! # Example
 //!
