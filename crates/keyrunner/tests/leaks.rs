@@ -10,12 +10,14 @@
 mod common;
 
 use std::alloc::System;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use common::Queue;
 use futures::executor::LocalPool;
 use futures::stream;
 use keyrunner::pub_sub::PubSub;
-use keyrunner::{Delta, Outcome, TaskRunnerRepository};
+use keyrunner::{Clock, Delta, Outcome, TaskRunnerRepository};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -119,7 +121,77 @@ fn churning_keys_returns_memory_to_its_baseline() {
     );
 }
 
+/// A clock the test moves by hand.
+#[derive(Debug)]
+struct TestClock(Mutex<Instant>);
+
+impl TestClock {
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Many keys retained at once (their runs ended within the retention time), many streams open at
+/// once and many tasks awaiting the shutdown signal at once: once the keys have expired and the
+/// streams and waits are dropped, `shrink_to_fit` returns the memory they took, as it does the
+/// key table's, however many there were at the peak.
+fn many_streams_waits_and_retained_keys_at_once_leave_nothing_after_shrink_to_fit() {
+    const AT_ONCE: u64 = 10_000;
+    let queue = Queue::default();
+    let clock = Arc::new(TestClock(Mutex::new(Instant::now())));
+    let repo: TaskRunnerRepository<u64, u64> = TaskRunnerRepository::builder(queue.spawner())
+        .retain_for(Duration::from_secs(60))
+        .clock(Arc::clone(&clock))
+        .build();
+    let mut pool = LocalPool::new();
+    let peak = |repo: &TaskRunnerRepository<u64, u64>, pool: &mut LocalPool, keys: u64| {
+        let streams: Vec<_> = (0..keys).map(|key| repo.stream(key)).collect();
+        let mut waiting: Vec<_> = (0..keys)
+            .map(|_| repo.shutdown_signal().aborted())
+            .collect();
+        for wait in &mut waiting {
+            assert!(futures::FutureExt::now_or_never(wait).is_none());
+        }
+        drop(waiting);
+        for key in 0..keys {
+            repo.run(key, move |_| stream::iter([key]))
+                .expect("every key is idle")
+                .detach();
+            queue.drive(pool);
+        }
+        drop(streams);
+        assert_eq!(repo.len(), usize::try_from(keys).unwrap_or(usize::MAX));
+        clock.advance(Duration::from_secs(61));
+        assert!(repo.is_empty(), "every retained key expired");
+    };
+
+    // Warm up: first uses that allocate once per process or per pool, not per key.
+    peak(&repo, &mut pool, 16);
+    repo.shrink_to_fit();
+
+    let region = Region::new(GLOBAL);
+    peak(&repo, &mut pool, AT_ONCE);
+    let before_shrink = net(&region);
+    repo.shrink_to_fit();
+    assert_eq!(
+        net(&region),
+        (0, 0),
+        "live allocations and bytes after {AT_ONCE} streams, waits and retained keys at once (before \
+         shrinking: {before_shrink:?})"
+    );
+}
+
 fn main() {
     churning_keys_returns_memory_to_its_baseline();
     println!("test churning_keys_returns_memory_to_its_baseline ... ok");
+    many_streams_waits_and_retained_keys_at_once_leave_nothing_after_shrink_to_fit();
+    println!(
+        "test many_streams_waits_and_retained_keys_at_once_leave_nothing_after_shrink_to_fit ... ok"
+    );
 }

@@ -351,9 +351,32 @@ where
     /// or freed concurrently may or may not appear, and a key allocated before this call does.
     pub fn entries(&self) -> Vec<(K, Option<Arc<V>>)> {
         let mut entries = Vec::new();
-        self.registry
-            .for_each(|key, subject| entries.push((key.clone(), subject.last())));
+        self.for_each(|key, last| entries.push((key.clone(), last)));
         entries
+    }
+
+    /// Calls `f` with every allocated key and its last value: the keys of
+    /// [`entries`](Self::entries), without cloning them.
+    ///
+    /// `f` runs without any lock, so it may use this `PubSub` (listen, publish, release) for any
+    /// key, its own included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_pub_sub::PubSub;
+    ///
+    /// let topics: PubSub<&str, u32> = PubSub::new();
+    /// let _a = topics.listen("a", |_: &u32| {}, false);
+    /// let _b = topics.listen("b", |_: &u32| {}, false);
+    /// topics.next("a", 7);
+    /// let mut total = 0;
+    /// topics.for_each(|_, last| total += last.map_or(0, |value| *value));
+    /// assert_eq!(total, 7);
+    /// ```
+    pub fn for_each(&self, mut f: impl FnMut(&K, Option<Arc<V>>)) {
+        self.registry
+            .for_each(|key, subject| f(key, subject.last()));
     }
 }
 

@@ -209,16 +209,23 @@ enum Retired<T> {
 }
 
 impl<T> State<T> {
-    /// Records `value` as the last value. Writes it into the last value's allocation when
-    /// nobody else holds that (no delivery, queue, reader or replay): a steady stream of values
-    /// allocates nothing.
+    /// Records `value` as the last value. Writes it into the last value's allocation when no
+    /// delivery is under way and nobody else holds that value (no queue, reader or replay): a
+    /// steady stream of values allocates nothing.
+    ///
+    /// While a delivery is under way the last value is kept even when nobody holds it (a replay
+    /// that just ended dropped its hold): the new value is queued behind that delivery, and an
+    /// `immediate` listener registered before it starts must be replayed the value before it
+    /// (`current`), not be handed the queued value twice.
     fn record(&mut self, value: T) -> Retired<T> {
         self.version += 1;
         let Some(last) = &mut self.last else {
             self.last = Some(Arc::new(value));
             return Retired::None;
         };
-        if let Some(slot) = Arc::get_mut(last) {
+        if self.drainer.is_none()
+            && let Some(slot) = Arc::get_mut(last)
+        {
             return Retired::Value(mem::replace(slot, value));
         }
         let previous = mem::replace(last, Arc::new(value));

@@ -119,6 +119,31 @@ fn immediate_listen_racing_next_sees_no_duplicate_or_reordering() {
     });
 }
 
+/// One thread's `immediate` listener holds the delivery role for its replay when another thread
+/// records a value and then listens with `immediate` itself. The value recorded is queued behind
+/// the replay, so the second listener must be replayed the value before it (whose delivery had
+/// started) and then get the queued one delivered — never the queued value twice, once as its
+/// replay and once delivered.
+#[test]
+fn an_immediate_listener_never_gets_a_queued_value_twice() {
+    loom::model(|| {
+        let subject = Subject::with_value(0);
+        let (early, late) = (Log::default(), Log::default());
+        let (sink, other) = (late.clone(), subject.clone());
+        let racer = thread::spawn(move || {
+            other.next(1);
+            other.listen(move |value: &u32| sink.push(*value), true)
+        });
+        let sink = early.clone();
+        let first = subject.listen(move |value: &u32| sink.push(*value), true);
+        let second = racer.join().expect("the racer does not panic");
+        for seen in [early.get(), late.get()] {
+            assert!(seen == [0, 1] || seen == [1], "{seen:?}");
+        }
+        drop((first, second));
+    });
+}
+
 /// A waker that counts its wake-ups; plain `std`, read only after the threads are joined.
 #[derive(Default)]
 struct Counter(AtomicUsize);

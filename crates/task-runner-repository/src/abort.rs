@@ -63,8 +63,8 @@ impl SignalCore {
         self.flags.load(Ordering::Acquire) & FIRED != 0
     }
 
-    /// Fires the signal: wakes its waiters, then runs its callbacks (see [`run_callbacks`]).
-    /// Returns whether this call fired it.
+    /// Fires the signal: wakes its waiters, then runs its callbacks (see [`run_callbacks`]), the
+    /// callbacks even if a waker panics. Returns whether this call fired it.
     pub(crate) fn fire(&self, reason: Option<Reason>) -> bool {
         let (callbacks, waiters) = {
             let mut state = lock(&self.state);
@@ -77,10 +77,14 @@ impl SignalCore {
             self.flags.fetch_or(FIRED, Ordering::AcqRel);
             (state.callbacks.take(), state.waiters.take())
         };
-        waiters.wake_all();
+        // A waker that panics must not keep the callbacks from running (a linked run's stop, a
+        // stream's end): both happen, then the first panic resumes.
+        let mut panic = Deferred::default();
+        panic.catch(|| waiters.wake_all());
         if let Some(callbacks) = callbacks {
-            run_callbacks(*callbacks, reason);
+            panic.catch(|| run_callbacks(*callbacks, reason));
         }
+        panic.resume();
         true
     }
 
@@ -122,6 +126,17 @@ impl SignalCore {
         drop(state);
         drop(replaced);
         false
+    }
+
+    /// Returns the spare capacity of the callbacks' and waiters' lists (left by callbacks and
+    /// waiters that came and went) to the allocator. Nothing of the user's runs: callbacks and
+    /// wakers are only moved.
+    fn shrink_to_fit(&self) {
+        let mut state = lock(&self.state);
+        if let Some(callbacks) = state.callbacks.as_mut() {
+            callbacks.shrink_to_fit();
+        }
+        state.waiters.shrink_to_fit();
     }
 
     /// Frees a waiter's slot.
@@ -214,8 +229,9 @@ impl AbortController {
     /// fired already (the first reason stays).
     ///
     /// Tasks awaiting the signal are woken, then callbacks run on this thread, after the signal
-    /// is marked aborted and no lock is held. If a callback panics, the others still run and the
-    /// first panic is resumed from this call.
+    /// is marked aborted and no lock is held. If a waker or a callback panics, the other wakers
+    /// are still woken and the other callbacks still run, and the first panic is resumed from
+    /// this call.
     ///
     /// Called from inside an abort callback (one signal firing another, as linked runs do), this
     /// marks the signal aborted and returns at once; its callbacks run after the current one,
@@ -228,6 +244,11 @@ impl AbortController {
     #[must_use]
     pub fn is_aborted(&self) -> bool {
         self.signal.is_aborted()
+    }
+
+    /// Returns the spare capacity of the signal's callbacks and waiters to the allocator.
+    pub(crate) fn shrink_to_fit(&self) {
+        self.signal.core().shrink_to_fit();
     }
 }
 
@@ -327,6 +348,11 @@ thread_local! {
 /// thread is already running callbacks, queues them for that outer call. However long a chain
 /// of signals firing each other, the stack holds one callback frame at a time.
 ///
+/// A signal may also fire while this thread's thread-locals are being destroyed (a repository
+/// handle or a controller dropped by another thread-local's destructor), when the queue may be
+/// gone already: then the callbacks run here, and nested ones depth-first, rather than not at
+/// all (or a panic in a thread-local's destructor, which aborts the process).
+///
 /// A panicking callback does not stop the others; the first panic resumes from the outermost
 /// call once every queued callback has run.
 fn run_callbacks(callbacks: Slab<Callback>, reason: Option<Reason>) {
@@ -338,27 +364,30 @@ fn run_callbacks(callbacks: Slab<Callback>, reason: Option<Reason>) {
         }
     }
 
-    let first = PENDING.with(|pending| {
+    let mut batch = Some((callbacks, reason));
+    let queued = PENDING.try_with(|pending| {
         let mut pending = pending.borrow_mut();
         match pending.as_mut() {
             Some(queue) => {
-                queue.push_back((callbacks, reason));
-                None
+                queue.extend(batch.take());
+                true
             }
             None => {
                 *pending = Some(VecDeque::new());
-                Some((callbacks, reason))
+                false
             }
         }
     });
-    let Some(first) = first else {
+    if matches!(queued, Ok(true)) {
         return;
-    };
+    }
     let outermost = Outermost;
     let mut panic = Deferred::default();
-    let mut batch = Some(first);
     while let Some((callbacks, reason)) = batch.take().or_else(|| {
-        PENDING.with(|pending| pending.borrow_mut().as_mut().and_then(VecDeque::pop_front))
+        PENDING
+            .try_with(|pending| pending.borrow_mut().as_mut().and_then(VecDeque::pop_front))
+            .ok()
+            .flatten()
     }) {
         for (_, callback) in callbacks {
             panic.catch(|| callback(reason.as_ref()));

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use crate::abort::AbortCallback;
 use crate::item::sealed::Sealed;
-use crate::panics::{Deferred, Payload, discard};
+use crate::panics::{Deferred, panicked};
 use crate::run::{Published, RunCore, RunOps};
 use crate::shutdown::Live;
 use crate::state::Outcome;
@@ -62,7 +62,7 @@ pin_project! {
             }
             let _entered = this.span.enter();
             let parts = (this.stream, this.task, this.link, this.live);
-            finish(parts, run, this.core, this.span, by_itself);
+            finish(parts, run, this.core, this.span, by_itself, this.panic);
             this.panic.resume();
         }
     }
@@ -78,13 +78,15 @@ type Parts<'a, St, F> = (
 
 /// Drops the stream (on the executor, where it was polled), records the run's end in its span,
 /// lets go of the key, tells the handles, then leaves the live count. `by_itself`: the driver
-/// recorded the run's end (it was not stopped), so its signal can never fire.
+/// recorded the run's end (it was not stopped), so its signal can never fire. A handle's waker
+/// that panics is caught into `panic`: the live count is left all the same.
 fn finish<K, P, E, F, St>(
     (mut stream, task, link, live): Parts<'_, St, F>,
     run: Arc<dyn RunOps<K, P, E>>,
     core: &RunCore<P, E>,
     span: &RunSpan<E>,
     by_itself: bool,
+    panic: &mut Deferred,
 ) {
     // A panicking destructor must not keep the handles waiting forever.
     let _ = panic::catch_unwind(AssertUnwindSafe(|| drop(task.take())));
@@ -96,7 +98,7 @@ fn finish<K, P, E, F, St>(
     // The driver's lease first, then the handles, then the live count: once a handle resolves
     // the driver holds no key, and once a shutdown resolves every handle has resolved too.
     drop(run);
-    core.finish(by_itself);
+    panic.catch(|| core.finish(by_itself));
     drop(live.take());
 }
 
@@ -152,8 +154,8 @@ where
                 break None;
             }
             if let Some(task) = this.task.take() {
-                let context = run.context();
-                match panic::catch_unwind(AssertUnwindSafe(|| task(context))) {
+                // The context clones the key: user code, which may panic like the task.
+                match panic::catch_unwind(AssertUnwindSafe(|| task(run.context()))) {
                     Ok(stream) => this.stream.set(Some(stream)),
                     Err(payload) => break Some(panicked(payload)),
                 }
@@ -220,24 +222,11 @@ where
         *this.concluded = true;
         if let Some(run) = this.run.take() {
             let parts = (this.stream, this.task, this.link, this.live);
-            finish(parts, run, this.core, this.span, by_itself);
+            finish(parts, run, this.core, this.span, by_itself, this.panic);
         }
         // The run is over and its stream dropped: a listener's panic surfaces here, to the
         // executor, without having cut the run short.
         this.panic.resume();
         Poll::Ready(())
     }
-}
-
-fn panicked<E>(payload: Payload) -> Outcome<E> {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|text| Arc::from(*text))
-        .or_else(|| {
-            payload
-                .downcast_ref::<String>()
-                .map(|text| Arc::from(text.as_str()))
-        });
-    discard(payload);
-    Outcome::Panicked { message }
 }

@@ -160,12 +160,13 @@ where
     }
 
     fn running_keys(&self) -> Vec<K> {
-        self.topics
-            .entries()
-            .into_iter()
-            .filter(|(_, slot)| slot.as_ref().is_some_and(|slot| slot.run.is_some()))
-            .map(|(key, _)| key)
-            .collect()
+        let mut running = Vec::new();
+        self.topics.for_each(|key, slot| {
+            if slot.is_some_and(|slot| slot.run.is_some()) {
+                running.push(key.clone());
+            }
+        });
+        running
     }
 
     fn listen(
@@ -241,12 +242,13 @@ where
         // Every run is stopped even if a listener or an abort callback panics on the way; the
         // first panic resumes once they all are.
         let mut panic = Deferred::default();
-        for (_, slot) in self.topics.entries() {
+        // No key is cloned (user code that may panic): a shutdown needs only the runs.
+        self.topics.for_each(|_, slot| {
             if let Some(run) = slot.as_deref().and_then(|slot| slot.run.as_ref()) {
                 // Stale is fine: the run ended by itself meanwhile.
                 run.stop(reason.clone(), &mut panic);
             }
-        }
+        });
         // Every run is stopped and none can start: streams may end once they have their key's
         // final state, and whoever waits for the shutdown to begin is told.
         panic.catch(|| self.common.shutdown_signal.abort(reason));
@@ -257,6 +259,12 @@ where
 
     fn shrink_to_fit(&self) {
         self.topics.shrink_to_fit();
+        // Each stream keeps a callback on the shutdown signal while it lives: their list grows
+        // to the most streams open at once.
+        self.common.shutdown_signal.shrink_to_fit();
+        if let Some(retention) = &self.retention {
+            retention.shrink_to_fit();
+        }
     }
 }
 

@@ -57,8 +57,12 @@ pub struct Delta<P>(pub P);
 /// ```
 ///
 /// The repository calls `accumulate` (and `clone`, to start from the last snapshot) outside any
-/// lock of its own, whenever someone reads the accumulated progress; a panic in either is caught
-/// like a panic of the task.
+/// lock of its own, whenever someone reads the accumulated progress. A panic in either while the
+/// repository folds for the run itself (past [`max_deltas`](crate::Builder::max_deltas), and once
+/// more at the run's end) is caught like a panic of the task: the final progress is `None`, and a
+/// run that would have completed ends as [`Outcome::Panicked`](crate::Outcome::Panicked). A fold
+/// made for a reader while the run goes on (`state`, a late joiner, a stream's resync) panics in
+/// that reader. Once a run has ended, its progress is never folded again.
 pub trait Accumulate: Clone + Send + Sync + 'static {
     /// Folds `delta` into `self`.
     fn accumulate(&mut self, delta: &Self);

@@ -47,7 +47,8 @@
 //!   [`max_deltas`](Builder::max_deltas) behind gets one resync with the accumulated value.
 //! - **Panics are contained.** A panic in the task function, its stream or its progress type is
 //!   caught and ends the run as [`Outcome::Panicked`]; the key returns to idle and nothing is
-//!   poisoned.
+//!   poisoned. (A progress type's fold made for a reader panics in that reader: see
+//!   [`Accumulate`].)
 //! - **No user code under a lock.** Listeners, wakers' wakes, abort callbacks, and the
 //!   destructors, clones and folds of progress and errors all run with none of this crate's
 //!   locks held, so any of them may call back into the repository. (Keys are hashed and
@@ -65,7 +66,8 @@
 //! (a handle, a listener, a stream) or turn on retention
 //! ([`retain_for`](Builder::retain_for), [`retain_keys`](Builder::retain_keys)): idle keys' last
 //! outcomes and final progress are then kept for a while, or up to a number of keys, after their
-//! run ended.
+//! run ended. (A key whose own progress holds a handle of the repository or of its own runs is
+//! never forgotten: see [`TaskRunnerRepository`], "Handles the repository holds".)
 //!
 //! # Example
 //!

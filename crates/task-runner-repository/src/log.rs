@@ -182,6 +182,15 @@ impl<P> Log<P> {
         self.base.replace(value)
     }
 
+    /// Makes `value`, the final progress at `seq` (the last item), the base, at the run's end:
+    /// from then on the progress never needs folding. Returns the old base. Deltas are kept for
+    /// cursors still reading them.
+    pub(crate) fn settle(&mut self, seq: u64, value: Option<Arc<P>>) -> Option<Arc<P>> {
+        debug_assert_eq!(seq, self.seq, "a run's end comes after its last item");
+        self.base_seq = seq;
+        std::mem::replace(&mut self.base, value)
+    }
+
     /// Drops the oldest deltas already folded into the base, down to `keep`.
     pub(crate) fn trim(&mut self, keep: usize) -> Vec<Arc<P>> {
         let mut evicted = Vec::new();

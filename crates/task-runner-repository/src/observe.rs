@@ -84,7 +84,9 @@ impl Subscription {
     }
 
     /// Removes the listener (the same as dropping the guard). Once this returns, the listener
-    /// is not called again.
+    /// is not called again — unless this runs inside a listener (of any key) while the
+    /// listener removed is being called on another thread: then it returns at once, without
+    /// waiting for that call, so that two keys' listeners removing each other cannot deadlock.
     pub fn unsubscribe(self) {
         drop(self.inner);
     }

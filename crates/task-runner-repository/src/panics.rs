@@ -8,6 +8,9 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::state::Outcome;
 
 /// A caught panic payload.
 pub(crate) type Payload = Box<dyn Any + Send>;
@@ -57,4 +60,19 @@ pub(crate) fn discard(payload: Payload) {
     if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
         std::mem::forget(again);
     }
+}
+
+/// The outcome of a run whose task (or progress type) panicked with `payload`: its message, if
+/// it has one.
+pub(crate) fn panicked<E>(payload: Payload) -> Outcome<E> {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| Arc::from(*text))
+        .or_else(|| {
+            payload
+                .downcast_ref::<String>()
+                .map(|text| Arc::from(text.as_str()))
+        });
+    discard(payload);
+    Outcome::Panicked { message }
 }

@@ -69,6 +69,43 @@ impl<K, P, E> Drop for Handle<K, P, E> {
 /// last of these handles shuts the repository down ([`shutdown`](Self::shutdown), reason
 /// `None`), without waiting.
 ///
+/// # Handles the repository holds
+///
+/// Every handle counts, including those the repository itself keeps alive: one held by a task
+/// (until the task's stream is dropped), by a run's abort callback (until the run ends), by a
+/// listener (until its subscription is dropped), or by a progress value or an error (while its
+/// key remembers it). While such a handle lives, dropping all the others does not shut the
+/// repository down — so a task that holds a controller and waits for its abort signal keeps
+/// both itself and the repository alive for good — and a key whose own state holds a handle, or
+/// a [`RunHandle`] of its own runs, is never forgotten. To let a task act on the repository
+/// without keeping it, hand it a [`Weak`](std::sync::Weak) of an `Arc`'d controller that you
+/// hold:
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use std::sync::Arc;
+///
+/// use futures::stream;
+/// use keyrunner_task_runner_repository::{TaskRunnerRepository, spawn_fn};
+///
+/// let repository: TaskRunnerRepository<u32, u32> = TaskRunnerRepository::new(spawn_fn(|driver| {
+///     std::thread::spawn(move || futures::executor::block_on(driver));
+/// }));
+/// let controller = Arc::new(repository.controller());
+/// drop(repository);
+/// let weak = Arc::downgrade(&controller);
+/// let handle = controller
+///     .run(1, move |_| {
+///         // Upgraded only while it acts, e.g. to start a follow-up run on another key.
+///         let _follow_up = weak.upgrade().map(|controller| controller.is_running(&2));
+///         stream::pending::<u32>()
+///     })
+///     .unwrap();
+/// drop(controller); // the last handle: the repository shuts down and stops the run
+/// assert!(handle.await.is_stopped());
+/// # });
+/// ```
+///
 /// ```
 /// # futures::executor::block_on(async {
 /// use futures::stream;
@@ -314,9 +351,8 @@ macro_rules! observer_methods {
         /// called with every delta (a listener cannot fall behind). Holding the subscription
         /// keeps the key remembered.
         ///
-        /// One thing a listener must not do is drop the subscription or stream of *another* key
-        /// while that key may be delivering on another thread: unsubscribing waits for a
-        /// delivery in flight, so two keys doing this to each other wait forever.
+        /// It may also drop subscriptions and streams, of its own key or any other: from inside
+        /// a listener, unsubscribing never waits for a delivery in flight on another thread.
         ///
         /// A listener that panics does not stop the others or the run; the panic resurfaces
         /// from the call that made the change once the repository has finished its step (see
@@ -537,7 +573,9 @@ impl<K, P: Value, E: Value, H> TaskRunnerRepository<K, P, E, H> {
         }
     }
 
-    /// Returns spare memory of the key table to the allocator.
+    /// Returns spare memory to the allocator: the key table's, the retained keys' (see
+    /// [`Builder::retain_for`]), and that of the list through which a shutdown ends the streams,
+    /// each of which grows to the most keys or streams there were at once.
     pub fn shrink_to_fit(&self) {
         self.handle.shared.shrink_to_fit();
     }

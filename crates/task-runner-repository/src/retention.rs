@@ -138,6 +138,14 @@ where
         drop(released);
     }
 
+    /// Returns the spare capacity of the retained keys' map and queue to the allocator (the
+    /// keys still retained are hashed again, under the lock, like any insertion may).
+    pub(crate) fn shrink_to_fit(&self) {
+        let mut keys = lock(&self.keys);
+        keys.entries.shrink_to_fit();
+        keys.order.shrink_to_fit();
+    }
+
     /// Lets go of the keys whose retention has run out.
     pub(crate) fn expire(&self) {
         if self.ttl.is_none() {

@@ -21,7 +21,7 @@ use crate::event::{Event, Position};
 use crate::handle::RunHandle;
 use crate::item::Update;
 use crate::log::{Log, Next};
-use crate::panics::{Deferred, Payload};
+use crate::panics::{Deferred, Payload, discard, panicked};
 use crate::retention::Retention;
 use crate::state::{Outcome, Reason, RunId, State};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
@@ -359,12 +359,22 @@ where
     /// The final progress is read inside the transition when no delta needs folding; otherwise
     /// it is folded outside any lock (user code) and the transition retried, checking that no
     /// item came in between. Only the driver publishes, and not once a stopper has set
-    /// `closing`: a stopper retries at most once more, the driver never.
+    /// `closing`: a stopper retries at most once more, the driver never. The transition makes
+    /// the final progress the log's base, so nobody folds this run's progress again.
+    ///
+    /// A fold that panics is the progress type's panic, caught like the task's: the final
+    /// progress is `None`, a run that completed ends as `Panicked`, and any other end (failed,
+    /// stopped, lost) keeps its outcome; the panic goes no further.
     fn end(&self, outcome: &Outcome<E>, panic: &mut Deferred) -> bool {
         let id = self.core.id();
         let mut folded: Option<(u64, Option<Arc<P>>)> = None;
+        // The outcome recorded instead of `outcome`, should the fold of a completed run panic.
+        let mut broken: Option<Outcome<E>> = None;
+        // The log's base before the final progress replaced it.
+        let mut retired = None;
         loop {
             let mut fold_first = false;
+            let recorded = broken.as_ref().unwrap_or(outcome);
             let ended = panic
                 .catch(|| {
                     self.topic.update(|slot| {
@@ -389,13 +399,16 @@ where
                             fold_first = true;
                             return None;
                         }
-                        state.outcome = Some(outcome.clone());
+                        state.outcome = Some(recorded.clone());
+                        if folded.is_some() {
+                            retired = state.log.settle(seq, progress.clone());
+                        }
                         drop(state);
                         Some(Slot {
                             event: Event::State {
                                 position: Position::at(id, seq + 1),
                                 state: State::Idle {
-                                    last: Some(outcome.clone()),
+                                    last: Some(recorded.clone()),
                                     progress,
                                 },
                             },
@@ -408,13 +421,22 @@ where
             if fold_first {
                 let folding = lock(&self.core.state).log.folding();
                 let seq = folding.seq;
-                // A panicking fold loses the final progress, not the transition.
-                let value = panic.catch(|| folding.fold()).flatten();
+                let value = match panic::catch_unwind(AssertUnwindSafe(|| folding.fold())) {
+                    Ok(value) => value,
+                    Err(payload) => {
+                        if matches!(outcome, Outcome::Completed) {
+                            broken = Some(panicked(payload));
+                        } else {
+                            discard(payload);
+                        }
+                        None
+                    }
+                };
                 // The previous attempt's value is dropped here, with no lock held.
                 drop(folded.replace((seq, value)));
                 continue;
             }
-            drop(folded);
+            drop((folded, retired));
             if ended && let Some(retention) = &self.retention {
                 panic.catch(|| retention.retain(&self.topic, id));
             }

@@ -6,11 +6,17 @@
 //! mutex of the state it waits on. A waiter checks its condition and registers under that lock;
 //! whoever makes the condition true takes the list under the same lock and wakes it after
 //! releasing it. So no wake-up is lost, and no waker runs under a lock.
+//!
+//! A waker is the executor's code, and may panic: every other waker of the list is still woken,
+//! and the first panic resumes afterwards, so one broken waker never leaves the other waiters
+//! asleep.
 
 use std::mem;
 use std::task::Waker;
 
 use slab::Slab;
+
+use crate::panics::Deferred;
 
 /// The wakers of the parties waiting on one condition, one slot per waiter, re-armed in place:
 /// the first waiter costs no allocation, more share a slab (boxed, since most lists hold one
@@ -73,6 +79,14 @@ impl WaitList {
         }
     }
 
+    /// Returns the spare capacity left by waiters that came and went to the allocator; every
+    /// waiter keeps its slot.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        if let Some(more) = &mut self.more {
+            more.shrink_to_fit();
+        }
+    }
+
     /// Takes every waker out, to be woken once the lock is released.
     pub(crate) fn take(&mut self) -> Self {
         let epoch = self.epoch;
@@ -84,11 +98,14 @@ impl WaitList {
         }
     }
 
-    /// Wakes every waker (call with no lock held).
+    /// Wakes every waker (call with no lock held). Should a waker panic, the others are still
+    /// woken; then the first panic resumes (or is dropped, if this thread is already unwinding).
     pub(crate) fn wake_all(self) {
+        let mut panic = Deferred::default();
         let more = self.more.into_iter().flat_map(|more| more.into_iter());
         for waker in self.first.into_iter().chain(more.map(|(_, waker)| waker)) {
-            waker.wake();
+            panic.catch(|| waker.wake());
         }
+        panic.resume();
     }
 }
