@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::marker::PhantomData;
+use std::panic;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,8 +29,8 @@ use crate::item::IntoProgress;
 use crate::layout::Layout;
 use crate::observe::{EventStream, Queue as StreamQueue, Subscription};
 use crate::run::{
-    Driver, Ending, Live, LocalRuns, OnEpoch, Owner, RunHandle, RunShared, Slot, encode_outcome,
-    lease_lost,
+    Driver, Ending, Live, LocalRuns, OnEpoch, Owner, RunHandle, RunShared, Slot, discard,
+    encode_outcome, lease_lost,
 };
 use crate::runtime::Rt;
 use crate::store::{Acquired, Answer, Stopped, Store, Timing};
@@ -279,6 +280,12 @@ where
     /// Stops whichever run holds `key` now, on any replica: the key is idle with
     /// `Stopped { reason }` for every replica as soon as this returns, and the owner's abort
     /// signal fires within one round trip (within TTL/3 if the notification is lost).
+    ///
+    /// # Panics
+    ///
+    /// When the run is this replica's, its abort callbacks run here; the first one's panic
+    /// resumes from here, once the run is stopped. (A run on another replica is told by its own
+    /// replica, where a callback's panic is caught and dropped.)
     pub async fn stop(
         &self,
         key: &K,
@@ -367,6 +374,11 @@ where
     /// been dropped. Runs on other replicas go on. This replica's watches end: streams yield a
     /// last [`ShutDown`](ErrorKind::ShutDown) error and end, `listen` is refused, and a handle to
     /// a run on another replica resolves to `Lost` (its end will not be heard here).
+    ///
+    /// # Panics
+    ///
+    /// The runs' abort callbacks run here: the first one's panic resumes from here, once every
+    /// run has been asked to stop and every watch ended.
     pub fn shutdown(&self, reason: impl Into<Option<Reason>>) -> Shutdown {
         self.core.shutdown(reason.into());
         Shutdown {
@@ -452,7 +464,8 @@ where
                     self.runs.insert(Arc::clone(&run));
                     if self.shut_down.load(Ordering::SeqCst) {
                         // Shutdown began while Redis answered: the driver writes the stop.
-                        run.end(Ending::Requested(None), None);
+                        // The task has not been called: no abort callback can panic.
+                        discard(run.end(Ending::Requested(None), None));
                     }
                     let owner = Owner::new(
                         Arc::clone(&run),
@@ -540,8 +553,11 @@ where
                 .map_err(StopError::Unavailable)?;
             return match answer {
                 Answer::Done(Stopped::Ok { fence: stopped }) => {
-                    if let Some(run) = self.runs.get(member, Some(stopped)) {
-                        run.end(Ending::Recorded(outcome), reason);
+                    if let Some(run) = self.runs.get(member, Some(stopped))
+                        && let Some(payload) = run.end(Ending::Recorded(outcome), reason)
+                    {
+                        // An abort callback's panic resumes from here, once the run is stopped.
+                        panic::resume_unwind(payload);
                     }
                     Ok(stopped)
                 }
@@ -621,10 +637,21 @@ where
 
     fn shutdown(&self, reason: Option<Reason>) {
         self.shut_down.store(true, Ordering::SeqCst);
+        // Every run is stopped and every watch ended even if an abort callback panics on the
+        // way; the first panic resumes once they all are.
+        let mut panicked = None;
         for run in self.runs.all() {
-            run.end(Ending::Requested(reason.clone()), reason.clone());
+            let payload = run.end(Ending::Requested(reason.clone()), reason.clone());
+            if panicked.is_none() {
+                panicked = payload;
+            } else {
+                discard(payload);
+            }
         }
         self.queue.push(Msg::Shutdown);
+        if let Some(payload) = panicked {
+            panic::resume_unwind(payload);
+        }
     }
 }
 
@@ -634,7 +661,7 @@ impl<K, P, E> Drop for Core<K, P, E> {
         // stop and ends; the background tasks end with the queues.
         self.shut_down.store(true, Ordering::SeqCst);
         for run in self.runs.all() {
-            run.end(Ending::Requested(None), None);
+            discard(run.end(Ending::Requested(None), None));
         }
         self.queue.close();
         self.subscriptions.close();
@@ -656,7 +683,9 @@ async fn adopt_epoch<P, E>(
     if *current != *known && store.replace_epoch(&known, &current) {
         for run in runs.all() {
             if run.epoch == known {
-                run.end(Ending::DataLoss, Some(lease_lost()));
+                // Nobody called for this end: a callback's panic must not keep the other runs
+                // going.
+                discard(run.end(Ending::DataLoss, Some(lease_lost())));
             }
         }
         queue.push(Msg::ResyncAll);
@@ -748,6 +777,7 @@ where
             control: layout.control(&replica),
             queue: Arc::clone(&queue),
             runs: Arc::clone(&runs),
+            rt: rt.clone(),
         };
 
         // Reconnect forever, with a backoff capped well below the TTL; our own timeouts bound
@@ -1027,6 +1057,11 @@ where
     /// `Stopped { reason }` for every replica as soon as this returns. If that run has already
     /// ended (even if a later run holds the key), nothing changes and [`StopError::Ended`] is
     /// returned.
+    ///
+    /// # Panics
+    ///
+    /// As [`ClusterRepository::stop`]: an abort callback's panic of a run of this replica
+    /// resumes from here, once the run is stopped.
     pub async fn stop(self, reason: impl Into<Option<Reason>>) -> Result<(), StopError> {
         self.core
             .stop(&self.member, Some(self.fence), reason.into())

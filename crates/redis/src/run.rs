@@ -59,6 +59,30 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A caught panic payload.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
+/// Fires `abort` with `reason`. The signal's callbacks are user code: their first panic is caught
+/// and returned, so that whoever fires the signal finishes its own step first (stops the other
+/// runs, records the outcome, ...) and then decides what to do with it.
+#[must_use = "a callback's panic is either resumed or discarded"]
+pub(crate) fn fire(abort: &AbortController, reason: Option<Reason>) -> Option<Payload> {
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        abort.abort(reason);
+    }))
+    .err()
+}
+
+/// Drops a panic nobody called for (a signal fired by a remote stop, a reap or a lost lease);
+/// a payload whose destructor panics too is leaked rather than allowed to unwind.
+pub(crate) fn discard(payload: Option<Payload>) {
+    if let Some(payload) = payload
+        && let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload)))
+    {
+        std::mem::forget(again);
+    }
+}
+
 /// Where a run's outcome lands once known; every handle waits on it.
 pub(crate) struct Slot<E> {
     outcome: Mutex<Option<Outcome<E>>>,
@@ -132,16 +156,18 @@ impl<E> RunShared<E> {
         })
     }
 
-    /// Ends the run from outside its driver (the first ending wins) and fires its signal.
-    pub(crate) fn end(&self, ending: Ending<E>, reason: Option<Reason>) {
+    /// Ends the run from outside its driver (the first ending wins) and fires its signal; the
+    /// first panic of the signal's callbacks is returned (see [`fire`]).
+    #[must_use = "a callback's panic is either resumed or discarded"]
+    pub(crate) fn end(&self, ending: Ending<E>, reason: Option<Reason>) -> Option<Payload> {
         {
             let mut slot = lock(&self.ending);
             if slot.is_some() || self.slot.is_set() {
-                return;
+                return None;
             }
             *slot = Some(ending);
         }
-        self.abort.abort(reason);
+        fire(&self.abort, reason)
     }
 
     fn take_ending(&self) -> Option<Ending<E>> {
@@ -517,8 +543,10 @@ where
     /// The lease is gone (or about to be): fire the signal, drop the stream, end as `Lost`.
     fn demote(&mut self) -> Poll<()> {
         self.stream = None;
-        self.run.abort.abort(Some(lease_lost()));
-        self.finish(Outcome::Lost)
+        let panicked = fire(&self.run.abort, Some(lease_lost()));
+        let done = self.finish(Outcome::Lost);
+        discard(panicked);
+        done
     }
 
     fn issue(&mut self, write: Write) {
@@ -611,12 +639,16 @@ where
                 // earlier attempt of this very finish got through: either way, what Redis holds.
                 let outcome = self.decode_outcome(&outcome);
                 self.stream = None;
-                if let Outcome::Stopped { reason } = &outcome {
-                    self.run.abort.abort(reason.clone());
+                let panicked = if let Outcome::Stopped { reason } = &outcome {
+                    fire(&self.run.abort, reason.clone())
                 } else if !matches!(write, Write::Finish { .. }) {
-                    self.run.abort.abort(Some(lease_lost()));
-                }
-                Some(self.finish(outcome))
+                    fire(&self.run.abort, Some(lease_lost()))
+                } else {
+                    None
+                };
+                let done = self.finish(outcome);
+                discard(panicked);
+                Some(done)
             }
             Reply::Written(Ok(Answer::Done(Written::Lost | Written::Gone { .. }))) => {
                 Some(self.demote())
