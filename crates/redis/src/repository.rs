@@ -16,7 +16,7 @@ use event_listener::EventListener;
 use futures_core::Stream;
 use keyrunner_resource_registry::Registry;
 use keyrunner_task_runner_repository::{
-    Conflict, Event, NoError, Outcome, Reason, RunId, State, TaskContext,
+    Conflict, Event, NoError, Outcome, Position, Reason, RunId, State, TaskContext,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion};
@@ -597,37 +597,51 @@ where
             .await??;
         let slot = Slot::new();
         let sink = Arc::clone(&slot);
+        let replayed = AtomicBool::new(false);
         let listener = watch.subject.listen(
             move |delivery: &Delivery<P, E>| {
+                // The first call replays the watch's last delivery: it may come from before the
+                // run started, or end before the run's end (an error after it). The stored
+                // state, read below, settles what the replay cannot.
+                let seen = if replayed.swap(true, Ordering::Relaxed) {
+                    Seen::Live
+                } else {
+                    Seen::Replay
+                };
                 for item in &delivery.items {
-                    let (position, state) = match item {
-                        Ok(Event::State { position, state }) => (position, state),
-                        Ok(Event::Delta { .. }) => continue,
+                    match item {
+                        Ok(Event::State { position, state }) => {
+                            settle_remote(&sink, fence, position, state, seen);
+                        }
+                        Ok(Event::Delta { .. }) => {}
                         // This replica stopped watching: the run's end will not be heard here.
                         Err(error) if error.kind() == ErrorKind::ShutDown => {
                             sink.set(Outcome::Lost);
                             return;
                         }
-                        Err(_) => continue,
-                    };
-                    match (position.run_id().map(RunId::get), state) {
-                        (Some(seen), State::Idle { last, .. }) if seen == fence => {
-                            sink.set(last.clone().unwrap_or(Outcome::Lost));
-                        }
-                        // A later run, or no history at all (Redis lost its data): this run's
-                        // end was not observed here.
-                        (Some(seen), _) if seen > fence => {
-                            sink.set(Outcome::Lost);
-                        }
-                        (None, _) => {
-                            sink.set(Outcome::Lost);
-                        }
-                        _ => {}
+                        Err(_) => {}
                     }
+                }
+                // The key's state after the delivery.
+                if let Some(Event::State { position, state }) = &delivery.current {
+                    settle_remote(&sink, fence, position, state, seen);
                 }
             },
             true,
         );
+        // The stored state, read once the listener is in place: whatever it does not show yet
+        // is delivered to the listener. A failed read leaves it to the key's channel.
+        if !slot.is_set()
+            && let Ok(snapshot) = self.read(member).await
+        {
+            settle_remote(
+                &slot,
+                fence,
+                &snapshot.position,
+                &snapshot.state,
+                Seen::Stored,
+            );
+        }
         Ok(RunHandle::remote(
             fence,
             slot,
@@ -665,6 +679,42 @@ impl<K, P, E> Drop for Core<K, P, E> {
         }
         self.queue.close();
         self.subscriptions.close();
+    }
+}
+
+/// Where a remote handle learns a state of its run's key from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// A delivery of the key's watch, after the handle's listener was in place.
+    Live,
+    /// The watch's last delivery, replayed to the new listener: it may come from before the run
+    /// started (a key with no history yet is no data loss then).
+    Replay,
+    /// The stored state, read once the listener was in place: a later run in it may not have
+    /// been delivered yet, and the delivery before it may be this run's end.
+    Stored,
+}
+
+/// Settles a remote handle of run `fence` from one state of its key at `position`: the run's end,
+/// or a later run or no history at all (Redis lost its data), whose end was not observed here.
+fn settle_remote<P, E>(
+    slot: &Slot<E>,
+    fence: u64,
+    position: &Position,
+    state: &State<P, E>,
+    seen: Seen,
+) {
+    match (position.run_id().map(RunId::get), state) {
+        (Some(run), State::Idle { last, .. }) if run == fence => {
+            slot.set(last.clone().unwrap_or(Outcome::Lost));
+        }
+        (Some(run), _) if run > fence && seen != Seen::Stored => {
+            slot.set(Outcome::Lost);
+        }
+        (None, _) if seen != Seen::Replay => {
+            slot.set(Outcome::Lost);
+        }
+        _ => {}
     }
 }
 
