@@ -371,7 +371,8 @@ where
 
     /// Stops every run of this replica with `reason` (each stop written to Redis) and refuses
     /// runs from now on; the returned future resolves once every task stream of this replica has
-    /// been dropped. Runs on other replicas go on. This replica's watches end: streams yield a
+    /// been dropped, including that of a run whose acquisition was in flight when the shutdown
+    /// began (it is answered within the call timeout; a run it starts is stopped at once). Runs on other replicas go on. This replica's watches end: streams yield a
     /// last [`ShutDown`](ErrorKind::ShutDown) error and end, `listen` is refused, and a handle to
     /// a run on another replica resolves to `Lost` (its end will not be heard here).
     ///
@@ -446,6 +447,9 @@ where
     {
         let mut adopted = false;
         loop {
+            // Counted before the check: a shutdown that begins from here on waits for this
+            // acquisition, and for the driver it may start.
+            let _starting = self.live.starting();
             if self.shut_down.load(Ordering::SeqCst) {
                 return Err(RunError::ShutDown { task });
             }
@@ -1183,7 +1187,7 @@ impl Future for Shutdown {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.live.get() == 0 {
+            if self.live.is_idle() {
                 return Poll::Ready(());
             }
             match &mut self.listener {

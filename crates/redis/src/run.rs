@@ -225,10 +225,12 @@ impl<E> LocalRuns<E> {
     }
 }
 
-/// Counts the drivers alive; `shutdown` waits for zero.
+/// Counts the drivers alive, and the acquisitions in flight (each may start one more);
+/// `shutdown` waits for both to be zero.
 #[derive(Default)]
 pub(crate) struct Live {
     count: AtomicUsize,
+    starting: AtomicUsize,
     event: Event,
 }
 
@@ -243,12 +245,36 @@ impl Live {
         }
     }
 
+    /// An acquisition begins; it counts until the guard drops (after its driver, if any, has
+    /// entered).
+    pub(crate) fn starting(&self) -> Starting<'_> {
+        self.starting.fetch_add(1, Ordering::SeqCst);
+        Starting(self)
+    }
+
+    /// The drivers alive.
     pub(crate) fn get(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
 
+    /// Whether no driver is alive and no acquisition is in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.starting.load(Ordering::SeqCst) == 0 && self.count.load(Ordering::SeqCst) == 0
+    }
+
     pub(crate) fn listen(&self) -> EventListener {
         self.event.listen()
+    }
+}
+
+/// An acquisition in flight (see [`Live::starting`]).
+pub(crate) struct Starting<'a>(&'a Live);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if self.0.starting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.event.notify(usize::MAX);
+        }
     }
 }
 

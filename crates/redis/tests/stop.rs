@@ -346,3 +346,57 @@ async fn shutdown_stops_every_run_even_when_abort_callbacks_panic() {
         .is_some()
     {}
 }
+
+/// A run whose acquisition is in flight when shutdown begins: shutdown resolves only once that
+/// run is refused, or started and its stream dropped (it used to resolve at once, and the task
+/// was then called and run after it had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_run_whose_acquisition_is_in_flight() {
+    let server = RedisServer::start();
+    let repository: common::Repo = keyrunner_redis::ClusterRepository::builder(server.url())
+        .namespace("test")
+        .lease_ttl(Duration::from_secs(30))
+        .call_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    // Redis answers nothing until it is resumed: the acquisition stays in flight.
+    server.pause();
+    let (probe, dropped) = Probe::new(None, Duration::from_millis(1));
+    let called = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&called);
+    let mut run = Box::pin(repository.run("k".to_owned(), move |_cx| {
+        flag.store(true, Ordering::SeqCst);
+        probe
+    }));
+    assert!(futures::poll!(run.as_mut()).is_pending(), "Redis is paused");
+    let mut shutdown = repository.shutdown(Reason::from("deploy"));
+    let early = futures::poll!(&mut shutdown).is_ready();
+    server.resume();
+    assert!(
+        !early,
+        "shutdown resolved with a run's acquisition in flight"
+    );
+    let resolved = async {
+        shutdown.await;
+        (
+            repository.live_tasks(),
+            called.load(Ordering::SeqCst),
+            dropped.load(Ordering::SeqCst),
+        )
+    };
+    let (result, (live, was_called, was_dropped)) =
+        tokio::time::timeout(TTL * 5, futures::future::join(run, resolved))
+            .await
+            .unwrap();
+    assert_eq!(live, 0, "no task alive once shutdown resolved");
+    assert!(!was_called || was_dropped == 1, "a task called is dropped");
+    match result {
+        Ok(handle) => assert!(matches!(
+            handle.await,
+            Outcome::Stopped { .. } | Outcome::Lost
+        )),
+        Err(error) => assert!(error.is_shut_down(), "{error:?}"),
+    }
+    assert!(repository.state(&"k".to_owned()).await.unwrap().is_idle());
+}
