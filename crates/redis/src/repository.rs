@@ -47,6 +47,10 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 /// The default namespace (prefix of every Redis key and channel).
 pub const DEFAULT_NAMESPACE: &str = "keyrunner";
 
+/// The longest lease TTL: a day without renewal is already no crash detection, and deadlines
+/// computed from longer ones overflow the clocks' arithmetic.
+const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Each step of `connect` is bounded by this many call timeouts.
 const CONNECT_TIMEOUTS: u32 = 4;
 
@@ -760,15 +764,17 @@ where
         self
     }
 
-    /// How long a run's lease lasts without renewal (default [`DEFAULT_LEASE_TTL`]). The owner
-    /// renews every TTL/3; a dead owner's keys are `Lost` within TTL + TTL/4 (+ one round trip).
+    /// How long a run's lease lasts without renewal (default [`DEFAULT_LEASE_TTL`]; from 30 ms to
+    /// one day). The owner renews every TTL/3; a dead owner's keys are `Lost` within
+    /// TTL + TTL/4 (+ one round trip).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
     /// How long Redis keeps an idle key's last outcome and progress (default
-    /// [`DEFAULT_RETENTION`]).
+    /// [`DEFAULT_RETENTION`]). `Duration::MAX` keeps them (as long as Redis accepts: about 146
+    /// million years).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
@@ -811,8 +817,9 @@ where
         let rt = Rt::current()?;
         let info = self.url?;
         let ttl = self.ttl;
-        if ttl < Duration::from_millis(30) {
-            return Err(Error::new(ErrorKind::Config).detail("the lease TTL must be 30 ms or more"));
+        if ttl < Duration::from_millis(30) || ttl > MAX_LEASE_TTL {
+            return Err(Error::new(ErrorKind::Config)
+                .detail("the lease TTL must be 30 ms or more, and one day or less"));
         }
         let timeout = self
             .timeout
