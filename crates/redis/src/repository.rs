@@ -30,7 +30,7 @@ use crate::layout::Layout;
 use crate::observe::{EventStream, Queue as StreamQueue, Subscription};
 use crate::run::{
     Driver, Ending, Live, LocalRuns, OnEpoch, Owner, RunHandle, RunShared, Slot, discard,
-    encode_outcome, lease_lost,
+    encode_outcome, lease_lost, reason_of,
 };
 use crate::runtime::Rt;
 use crate::store::{Acquired, Answer, Stopped, Store, Timing};
@@ -457,6 +457,7 @@ where
             if self.shut_down.load(Ordering::SeqCst) {
                 return Err(RunError::ShutDown { task });
             }
+            let acquiring = self.runs.acquiring(&member);
             let epoch = self.store.epoch();
             let sent = Instant::now();
             let answer = match self.acquire(&member, &epoch).await {
@@ -469,8 +470,15 @@ where
                 }
                 Answer::Done(Acquired::Won { fence, seq }) => {
                     let run = RunShared::new(member, fence, epoch);
-                    self.runs.insert(Arc::clone(&run));
-                    if self.shut_down.load(Ordering::SeqCst) {
+                    let ended = self.runs.insert(Arc::clone(&run));
+                    drop(acquiring);
+                    if let Some(outcome) = ended {
+                        // Stopped (or reaped) elsewhere while the answer was on its way: the
+                        // driver ends it at once. The task has not been called: no abort
+                        // callback can panic.
+                        let reason = reason_of(&outcome);
+                        discard(run.end(Ending::Recorded(outcome), reason));
+                    } else if self.shut_down.load(Ordering::SeqCst) {
                         // Shutdown began while Redis answered: the driver writes the stop.
                         // The task has not been called: no abort callback can panic.
                         discard(run.end(Ending::Requested(None), None));

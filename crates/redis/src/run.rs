@@ -182,46 +182,135 @@ impl<E> RunShared<E> {
 /// The runs this replica owns, by member: how a stop or a reap heard on the control channel
 /// finds its run.
 pub(crate) struct LocalRuns<E> {
-    runs: Mutex<HashMap<String, Arc<RunShared<E>>>>,
+    inner: Mutex<Runs<E>>,
+}
+
+struct Runs<E> {
+    runs: HashMap<String, Arc<RunShared<E>>>,
+    /// Acquisitions in flight, by member.
+    acquiring: HashMap<String, InFlightAcquisitions<E>>,
+}
+
+/// The acquisitions of one member in flight: how many, and the ends heard meanwhile of runs of
+/// the member not registered yet (a stop that landed before the owner took its acquisition's
+/// answer), by fence.
+struct InFlightAcquisitions<E> {
+    count: usize,
+    ended: Vec<(u64, Outcome<E>)>,
 }
 
 impl<E> LocalRuns<E> {
     pub(crate) fn new() -> Self {
         Self {
-            runs: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Runs {
+                runs: HashMap::new(),
+                acquiring: HashMap::new(),
+            }),
         }
     }
 
-    pub(crate) fn insert(&self, run: Arc<RunShared<E>>) {
-        lock(&self.runs).insert(run.member.clone(), run);
+    /// An acquisition of `member` begins: until the guard drops, the end of a run of `member`
+    /// heard before it is registered is kept for [`insert`](Self::insert).
+    pub(crate) fn acquiring(&self, member: &str) -> Acquiring<'_, E> {
+        lock(&self.inner)
+            .acquiring
+            .entry(member.to_owned())
+            .or_insert_with(|| InFlightAcquisitions {
+                count: 0,
+                ended: Vec::new(),
+            })
+            .count += 1;
+        Acquiring {
+            runs: self,
+            member: member.to_owned(),
+        }
+    }
+
+    /// Registers `run`; the end of it heard while its acquisition was being answered, if any.
+    pub(crate) fn insert(&self, run: Arc<RunShared<E>>) -> Option<Outcome<E>> {
+        let mut inner = lock(&self.inner);
+        let ended = inner.acquiring.get_mut(&run.member).and_then(|acquiring| {
+            let at = acquiring
+                .ended
+                .iter()
+                .position(|(fence, _)| *fence == run.fence)?;
+            Some(acquiring.ended.swap_remove(at).1)
+        });
+        inner.runs.insert(run.member.clone(), run);
+        ended
+    }
+
+    /// Run `fence` of `member` ended elsewhere with `outcome`: the run, if it is registered; if
+    /// an acquisition of `member` is in flight, the end is kept for it instead.
+    pub(crate) fn ended_elsewhere(
+        &self,
+        member: &str,
+        fence: u64,
+        outcome: Outcome<E>,
+    ) -> Option<(Arc<RunShared<E>>, Outcome<E>)> {
+        let mut inner = lock(&self.inner);
+        if let Some(run) = inner.runs.get(member).filter(|run| run.fence == fence) {
+            return Some((Arc::clone(run), outcome));
+        }
+        if let Some(acquiring) = inner.acquiring.get_mut(member) {
+            acquiring.ended.push((fence, outcome));
+        }
+        None
     }
 
     /// The run of `member`, if it is run `fence` (any run for `None`).
     pub(crate) fn get(&self, member: &str, fence: Option<u64>) -> Option<Arc<RunShared<E>>> {
-        lock(&self.runs)
+        lock(&self.inner)
+            .runs
             .get(member)
             .filter(|run| fence.is_none_or(|fence| run.fence == fence))
             .cloned()
     }
 
     pub(crate) fn remove(&self, member: &str, fence: u64) {
-        let mut runs = lock(&self.runs);
+        let runs = &mut lock(&self.inner).runs;
         if runs.get(member).is_some_and(|run| run.fence == fence) {
             runs.remove(member);
         }
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<RunShared<E>>> {
-        lock(&self.runs).values().cloned().collect()
+        lock(&self.inner).runs.values().cloned().collect()
     }
 
     pub(crate) fn len(&self) -> usize {
-        lock(&self.runs).len()
+        lock(&self.inner).runs.len()
     }
 
     /// How many, without waiting for the lock (for `Debug`).
     pub(crate) fn try_len(&self) -> Option<usize> {
-        self.runs.try_lock().ok().map(|runs| runs.len())
+        self.inner.try_lock().ok().map(|inner| inner.runs.len())
+    }
+}
+
+/// An acquisition in flight (see [`LocalRuns::acquiring`]).
+pub(crate) struct Acquiring<'a, E> {
+    runs: &'a LocalRuns<E>,
+    member: String,
+}
+
+impl<E> Drop for Acquiring<'_, E> {
+    fn drop(&mut self) {
+        let mut inner = lock(&self.runs.inner);
+        if let Some(acquiring) = inner.acquiring.get_mut(&self.member) {
+            acquiring.count -= 1;
+            if acquiring.count == 0 {
+                inner.acquiring.remove(&self.member);
+            }
+        }
+    }
+}
+
+/// The reason a run's signal fires with when Redis recorded `outcome` for it elsewhere.
+pub(crate) fn reason_of<E>(outcome: &Outcome<E>) -> Option<Reason> {
+    match outcome {
+        Outcome::Stopped { reason } => reason.clone(),
+        _ => Some(lease_lost()),
     }
 }
 

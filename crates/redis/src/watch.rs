@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use event_listener::Event as Notify;
 use keyrunner_subject::Subject;
-use keyrunner_task_runner_repository::{Event, Outcome, Position, RunId, State};
+use keyrunner_task_runner_repository::{Event, Position, RunId, State};
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::run::{Ending, LocalRuns, discard, lease_lost, lock};
+use crate::run::{Ending, LocalRuns, discard, lock, reason_of};
 use crate::runtime::Rt;
 use crate::store::Store;
 use crate::wire::{Control, Kind, Message, decode_stored};
@@ -350,13 +350,12 @@ where
         let Ok(control) = serde_json::from_slice::<Control<E>>(payload) else {
             return;
         };
-        if let Some(run) = self.runs.get(&control.k, Some(control.f)) {
-            let reason = match &control.x {
-                Outcome::Stopped { reason } => reason.clone(),
-                _ => Some(lease_lost()),
-            };
+        // A run not registered yet (its acquisition's answer is still being taken) finds its
+        // end when it is.
+        if let Some((run, outcome)) = self.runs.ended_elsewhere(&control.k, control.f, control.x) {
             self.rt.spawn(Box::pin(async move {
-                discard(run.end(Ending::Recorded(control.x), reason));
+                let reason = reason_of(&outcome);
+                discard(run.end(Ending::Recorded(outcome), reason));
             }));
         }
     }

@@ -394,10 +394,11 @@ async fn use_existing_on_a_run_this_replica_has_not_heard_start_yet_follows_it()
         )
         .await
         .unwrap();
-    let _ = owner
+    owner
         .run("slow".to_owned(), |_cx| stream::pending::<String>())
         .await
-        .unwrap();
+        .unwrap()
+        .detach();
     eventually(TTL, "the dispatcher held", || {
         holding.load(Ordering::SeqCst)
     })

@@ -400,3 +400,52 @@ async fn shutdown_waits_for_a_run_whose_acquisition_is_in_flight() {
     }
     assert!(repository.state(&"k".to_owned()).await.unwrap().is_idle());
 }
+
+/// A stop that lands while the owner is still receiving the answer to its acquisition: the
+/// owner's signal still fires within one round trip of the stop (the control message used to
+/// be dropped, the run not registered yet, and the task ran on until its first renewal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_racing_the_owners_acquisition_still_aborts_it_at_once() {
+    let server = RedisServer::start();
+    let owner = replica(&server, TTL).await;
+    let stopper = replica(&server, TTL).await;
+    let key = "k".to_owned();
+    let marks = common::Seen::default();
+    let _marking = owner
+        .listen("mark".to_owned(), marks.listener(), false)
+        .await
+        .unwrap();
+    // The acquisition is sent; its answer is not taken until the run future is polled again.
+    let mut run = Box::pin(owner.run(key.clone(), |_cx| stream::pending::<String>()));
+    assert!(futures::poll!(run.as_mut()).is_pending());
+    common::eventually(TTL, "the key running in Redis", || {
+        matches!(
+            command::<Option<String>>(&server, &["HGET", &hash("k"), "s"]).as_deref(),
+            Some("r")
+        )
+    })
+    .await;
+    stopper.stop(&key, Reason::from("racing")).await.unwrap();
+    // Published after the stop's message to the owner, on the same connection: once the owner
+    // hears it, it has heard the stop too.
+    stopper
+        .run("mark".to_owned(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap()
+        .detach();
+    common::eventually(TTL, "the owner to hear the mark", || {
+        !marks.states().is_empty()
+    })
+    .await;
+    let handle = run.await.unwrap();
+    let signal = handle.abort_signal().unwrap();
+    tokio::time::timeout(Duration::from_millis(100), signal.aborted())
+        .await
+        .expect("the stop reaches the owner within one round trip");
+    assert_eq!(
+        handle.await,
+        Outcome::Stopped {
+            reason: Some(Reason::from("racing"))
+        }
+    );
+}
