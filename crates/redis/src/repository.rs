@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::marker::PhantomData;
+use std::panic;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use event_listener::EventListener;
 use futures_core::Stream;
 use keyrunner_resource_registry::Registry;
 use keyrunner_task_runner_repository::{
-    Conflict, Event, NoError, Outcome, Reason, RunId, State, TaskContext,
+    Conflict, Event, NoError, Outcome, Position, Reason, RunId, State, TaskContext,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion};
@@ -28,8 +29,8 @@ use crate::item::IntoProgress;
 use crate::layout::Layout;
 use crate::observe::{EventStream, Queue as StreamQueue, Subscription};
 use crate::run::{
-    Driver, Ending, Live, LocalRuns, OnEpoch, Owner, RunHandle, RunShared, Slot, encode_outcome,
-    lease_lost,
+    Driver, Ending, Live, LocalRuns, OnEpoch, Owner, RunHandle, RunShared, Slot, discard,
+    encode_outcome, lease_lost, reason_of,
 };
 use crate::runtime::Rt;
 use crate::store::{Acquired, Answer, Stopped, Store, Timing};
@@ -45,6 +46,10 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The default namespace (prefix of every Redis key and channel).
 pub const DEFAULT_NAMESPACE: &str = "keyrunner";
+
+/// The longest lease TTL: a day without renewal is already no crash detection, and deadlines
+/// computed from longer ones overflow the clocks' arithmetic.
+const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Each step of `connect` is bounded by this many call timeouts.
 const CONNECT_TIMEOUTS: u32 = 4;
@@ -279,6 +284,12 @@ where
     /// Stops whichever run holds `key` now, on any replica: the key is idle with
     /// `Stopped { reason }` for every replica as soon as this returns, and the owner's abort
     /// signal fires within one round trip (within TTL/3 if the notification is lost).
+    ///
+    /// # Panics
+    ///
+    /// When the run is this replica's, its abort callbacks run here; the first one's panic
+    /// resumes from here, once the run is stopped. (A run on another replica is told by its own
+    /// replica, where a callback's panic is caught and dropped.)
     pub async fn stop(
         &self,
         key: &K,
@@ -364,9 +375,15 @@ where
 
     /// Stops every run of this replica with `reason` (each stop written to Redis) and refuses
     /// runs from now on; the returned future resolves once every task stream of this replica has
-    /// been dropped. Runs on other replicas go on. This replica's watches end: streams yield a
+    /// been dropped, including that of a run whose acquisition was in flight when the shutdown
+    /// began (it is answered within the call timeout; a run it starts is stopped at once). Runs on other replicas go on. This replica's watches end: streams yield a
     /// last [`ShutDown`](ErrorKind::ShutDown) error and end, `listen` is refused, and a handle to
     /// a run on another replica resolves to `Lost` (its end will not be heard here).
+    ///
+    /// # Panics
+    ///
+    /// The runs' abort callbacks run here: the first one's panic resumes from here, once every
+    /// run has been asked to stop and every watch ended.
     pub fn shutdown(&self, reason: impl Into<Option<Reason>>) -> Shutdown {
         self.core.shutdown(reason.into());
         Shutdown {
@@ -434,9 +451,13 @@ where
     {
         let mut adopted = false;
         loop {
+            // Counted before the check: a shutdown that begins from here on waits for this
+            // acquisition, and for the driver it may start.
+            let _starting = self.live.starting();
             if self.shut_down.load(Ordering::SeqCst) {
                 return Err(RunError::ShutDown { task });
             }
+            let acquiring = self.runs.acquiring(&member);
             let epoch = self.store.epoch();
             let sent = Instant::now();
             let answer = match self.acquire(&member, &epoch).await {
@@ -449,10 +470,18 @@ where
                 }
                 Answer::Done(Acquired::Won { fence, seq }) => {
                     let run = RunShared::new(member, fence, epoch);
-                    self.runs.insert(Arc::clone(&run));
-                    if self.shut_down.load(Ordering::SeqCst) {
+                    let ended = self.runs.insert(Arc::clone(&run));
+                    drop(acquiring);
+                    if let Some(outcome) = ended {
+                        // Stopped (or reaped) elsewhere while the answer was on its way: the
+                        // driver ends it at once. The task has not been called: no abort
+                        // callback can panic.
+                        let reason = reason_of(&outcome);
+                        discard(run.end(Ending::Recorded(outcome), reason));
+                    } else if self.shut_down.load(Ordering::SeqCst) {
                         // Shutdown began while Redis answered: the driver writes the stop.
-                        run.end(Ending::Requested(None), None);
+                        // The task has not been called: no abort callback can panic.
+                        discard(run.end(Ending::Requested(None), None));
                     }
                     let owner = Owner::new(
                         Arc::clone(&run),
@@ -540,8 +569,11 @@ where
                 .map_err(StopError::Unavailable)?;
             return match answer {
                 Answer::Done(Stopped::Ok { fence: stopped }) => {
-                    if let Some(run) = self.runs.get(member, Some(stopped)) {
-                        run.end(Ending::Recorded(outcome), reason);
+                    if let Some(run) = self.runs.get(member, Some(stopped))
+                        && let Some(payload) = run.end(Ending::Recorded(outcome), reason)
+                    {
+                        // An abort callback's panic resumes from here, once the run is stopped.
+                        panic::resume_unwind(payload);
                     }
                     Ok(stopped)
                 }
@@ -581,37 +613,51 @@ where
             .await??;
         let slot = Slot::new();
         let sink = Arc::clone(&slot);
+        let replayed = AtomicBool::new(false);
         let listener = watch.subject.listen(
             move |delivery: &Delivery<P, E>| {
+                // The first call replays the watch's last delivery: it may come from before the
+                // run started, or end before the run's end (an error after it). The stored
+                // state, read below, settles what the replay cannot.
+                let seen = if replayed.swap(true, Ordering::Relaxed) {
+                    Seen::Live
+                } else {
+                    Seen::Replay
+                };
                 for item in &delivery.items {
-                    let (position, state) = match item {
-                        Ok(Event::State { position, state }) => (position, state),
-                        Ok(Event::Delta { .. }) => continue,
+                    match item {
+                        Ok(Event::State { position, state }) => {
+                            settle_remote(&sink, fence, position, state, seen);
+                        }
+                        Ok(Event::Delta { .. }) => {}
                         // This replica stopped watching: the run's end will not be heard here.
                         Err(error) if error.kind() == ErrorKind::ShutDown => {
                             sink.set(Outcome::Lost);
                             return;
                         }
-                        Err(_) => continue,
-                    };
-                    match (position.run_id().map(RunId::get), state) {
-                        (Some(seen), State::Idle { last, .. }) if seen == fence => {
-                            sink.set(last.clone().unwrap_or(Outcome::Lost));
-                        }
-                        // A later run, or no history at all (Redis lost its data): this run's
-                        // end was not observed here.
-                        (Some(seen), _) if seen > fence => {
-                            sink.set(Outcome::Lost);
-                        }
-                        (None, _) => {
-                            sink.set(Outcome::Lost);
-                        }
-                        _ => {}
+                        Err(_) => {}
                     }
+                }
+                // The key's state after the delivery.
+                if let Some(Event::State { position, state }) = &delivery.current {
+                    settle_remote(&sink, fence, position, state, seen);
                 }
             },
             true,
         );
+        // The stored state, read once the listener is in place: whatever it does not show yet
+        // is delivered to the listener. A failed read leaves it to the key's channel.
+        if !slot.is_set()
+            && let Ok(snapshot) = self.read(member).await
+        {
+            settle_remote(
+                &slot,
+                fence,
+                &snapshot.position,
+                &snapshot.state,
+                Seen::Stored,
+            );
+        }
         Ok(RunHandle::remote(
             fence,
             slot,
@@ -621,10 +667,21 @@ where
 
     fn shutdown(&self, reason: Option<Reason>) {
         self.shut_down.store(true, Ordering::SeqCst);
+        // Every run is stopped and every watch ended even if an abort callback panics on the
+        // way; the first panic resumes once they all are.
+        let mut panicked = None;
         for run in self.runs.all() {
-            run.end(Ending::Requested(reason.clone()), reason.clone());
+            let payload = run.end(Ending::Requested(reason.clone()), reason.clone());
+            if panicked.is_none() {
+                panicked = payload;
+            } else {
+                discard(payload);
+            }
         }
         self.queue.push(Msg::Shutdown);
+        if let Some(payload) = panicked {
+            panic::resume_unwind(payload);
+        }
     }
 }
 
@@ -634,10 +691,46 @@ impl<K, P, E> Drop for Core<K, P, E> {
         // stop and ends; the background tasks end with the queues.
         self.shut_down.store(true, Ordering::SeqCst);
         for run in self.runs.all() {
-            run.end(Ending::Requested(None), None);
+            discard(run.end(Ending::Requested(None), None));
         }
         self.queue.close();
         self.subscriptions.close();
+    }
+}
+
+/// Where a remote handle learns a state of its run's key from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// A delivery of the key's watch, after the handle's listener was in place.
+    Live,
+    /// The watch's last delivery, replayed to the new listener: it may come from before the run
+    /// started (a key with no history yet is no data loss then).
+    Replay,
+    /// The stored state, read once the listener was in place: a later run in it may not have
+    /// been delivered yet, and the delivery before it may be this run's end.
+    Stored,
+}
+
+/// Settles a remote handle of run `fence` from one state of its key at `position`: the run's end,
+/// or a later run or no history at all (Redis lost its data), whose end was not observed here.
+fn settle_remote<P, E>(
+    slot: &Slot<E>,
+    fence: u64,
+    position: &Position,
+    state: &State<P, E>,
+    seen: Seen,
+) {
+    match (position.run_id().map(RunId::get), state) {
+        (Some(run), State::Idle { last, .. }) if run == fence => {
+            slot.set(last.clone().unwrap_or(Outcome::Lost));
+        }
+        (Some(run), _) if run > fence && seen != Seen::Stored => {
+            slot.set(Outcome::Lost);
+        }
+        (None, _) if seen != Seen::Replay => {
+            slot.set(Outcome::Lost);
+        }
+        _ => {}
     }
 }
 
@@ -656,7 +749,9 @@ async fn adopt_epoch<P, E>(
     if *current != *known && store.replace_epoch(&known, &current) {
         for run in runs.all() {
             if run.epoch == known {
-                run.end(Ending::DataLoss, Some(lease_lost()));
+                // Nobody called for this end: a callback's panic must not keep the other runs
+                // going.
+                discard(run.end(Ending::DataLoss, Some(lease_lost())));
             }
         }
         queue.push(Msg::ResyncAll);
@@ -677,15 +772,17 @@ where
         self
     }
 
-    /// How long a run's lease lasts without renewal (default [`DEFAULT_LEASE_TTL`]). The owner
-    /// renews every TTL/3; a dead owner's keys are `Lost` within TTL + TTL/4 (+ one round trip).
+    /// How long a run's lease lasts without renewal (default [`DEFAULT_LEASE_TTL`]; from 30 ms to
+    /// one day). The owner renews every TTL/3; a dead owner's keys are `Lost` within
+    /// TTL + TTL/4 (+ one round trip).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
     /// How long Redis keeps an idle key's last outcome and progress (default
-    /// [`DEFAULT_RETENTION`]).
+    /// [`DEFAULT_RETENTION`]). `Duration::MAX` keeps them (as long as Redis accepts: about 146
+    /// million years).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
@@ -728,8 +825,9 @@ where
         let rt = Rt::current()?;
         let info = self.url?;
         let ttl = self.ttl;
-        if ttl < Duration::from_millis(30) {
-            return Err(Error::new(ErrorKind::Config).detail("the lease TTL must be 30 ms or more"));
+        if ttl < Duration::from_millis(30) || ttl > MAX_LEASE_TTL {
+            return Err(Error::new(ErrorKind::Config)
+                .detail("the lease TTL must be 30 ms or more, and one day or less"));
         }
         let timeout = self
             .timeout
@@ -748,6 +846,7 @@ where
             control: layout.control(&replica),
             queue: Arc::clone(&queue),
             runs: Arc::clone(&runs),
+            rt: rt.clone(),
         };
 
         // Reconnect forever, with a backoff capped well below the TTL; our own timeouts bound
@@ -1027,6 +1126,11 @@ where
     /// `Stopped { reason }` for every replica as soon as this returns. If that run has already
     /// ended (even if a later run holds the key), nothing changes and [`StopError::Ended`] is
     /// returned.
+    ///
+    /// # Panics
+    ///
+    /// As [`ClusterRepository::stop`]: an abort callback's panic of a run of this replica
+    /// resumes from here, once the run is stopped.
     pub async fn stop(self, reason: impl Into<Option<Reason>>) -> Result<(), StopError> {
         self.core
             .stop(&self.member, Some(self.fence), reason.into())
@@ -1098,7 +1202,7 @@ impl Future for Shutdown {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.live.get() == 0 {
+            if self.live.is_idle() {
                 return Poll::Ready(());
             }
             match &mut self.listener {

@@ -59,6 +59,30 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A caught panic payload.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
+/// Fires `abort` with `reason`. The signal's callbacks are user code: their first panic is caught
+/// and returned, so that whoever fires the signal finishes its own step first (stops the other
+/// runs, records the outcome, ...) and then decides what to do with it.
+#[must_use = "a callback's panic is either resumed or discarded"]
+pub(crate) fn fire(abort: &AbortController, reason: Option<Reason>) -> Option<Payload> {
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        abort.abort(reason);
+    }))
+    .err()
+}
+
+/// Drops a panic nobody called for (a signal fired by a remote stop, a reap or a lost lease);
+/// a payload whose destructor panics too is leaked rather than allowed to unwind.
+pub(crate) fn discard(payload: Option<Payload>) {
+    if let Some(payload) = payload
+        && let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload)))
+    {
+        std::mem::forget(again);
+    }
+}
+
 /// Where a run's outcome lands once known; every handle waits on it.
 pub(crate) struct Slot<E> {
     outcome: Mutex<Option<Outcome<E>>>,
@@ -132,16 +156,18 @@ impl<E> RunShared<E> {
         })
     }
 
-    /// Ends the run from outside its driver (the first ending wins) and fires its signal.
-    pub(crate) fn end(&self, ending: Ending<E>, reason: Option<Reason>) {
+    /// Ends the run from outside its driver (the first ending wins) and fires its signal; the
+    /// first panic of the signal's callbacks is returned (see [`fire`]).
+    #[must_use = "a callback's panic is either resumed or discarded"]
+    pub(crate) fn end(&self, ending: Ending<E>, reason: Option<Reason>) -> Option<Payload> {
         {
             let mut slot = lock(&self.ending);
             if slot.is_some() || self.slot.is_set() {
-                return;
+                return None;
             }
             *slot = Some(ending);
         }
-        self.abort.abort(reason);
+        fire(&self.abort, reason)
     }
 
     fn take_ending(&self) -> Option<Ending<E>> {
@@ -156,53 +182,144 @@ impl<E> RunShared<E> {
 /// The runs this replica owns, by member: how a stop or a reap heard on the control channel
 /// finds its run.
 pub(crate) struct LocalRuns<E> {
-    runs: Mutex<HashMap<String, Arc<RunShared<E>>>>,
+    inner: Mutex<Runs<E>>,
+}
+
+struct Runs<E> {
+    runs: HashMap<String, Arc<RunShared<E>>>,
+    /// Acquisitions in flight, by member.
+    acquiring: HashMap<String, InFlightAcquisitions<E>>,
+}
+
+/// The acquisitions of one member in flight: how many, and the ends heard meanwhile of runs of
+/// the member not registered yet (a stop that landed before the owner took its acquisition's
+/// answer), by fence.
+struct InFlightAcquisitions<E> {
+    count: usize,
+    ended: Vec<(u64, Outcome<E>)>,
 }
 
 impl<E> LocalRuns<E> {
     pub(crate) fn new() -> Self {
         Self {
-            runs: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Runs {
+                runs: HashMap::new(),
+                acquiring: HashMap::new(),
+            }),
         }
     }
 
-    pub(crate) fn insert(&self, run: Arc<RunShared<E>>) {
-        lock(&self.runs).insert(run.member.clone(), run);
+    /// An acquisition of `member` begins: until the guard drops, the end of a run of `member`
+    /// heard before it is registered is kept for [`insert`](Self::insert).
+    pub(crate) fn acquiring(&self, member: &str) -> Acquiring<'_, E> {
+        lock(&self.inner)
+            .acquiring
+            .entry(member.to_owned())
+            .or_insert_with(|| InFlightAcquisitions {
+                count: 0,
+                ended: Vec::new(),
+            })
+            .count += 1;
+        Acquiring {
+            runs: self,
+            member: member.to_owned(),
+        }
+    }
+
+    /// Registers `run`; the end of it heard while its acquisition was being answered, if any.
+    pub(crate) fn insert(&self, run: Arc<RunShared<E>>) -> Option<Outcome<E>> {
+        let mut inner = lock(&self.inner);
+        let ended = inner.acquiring.get_mut(&run.member).and_then(|acquiring| {
+            let at = acquiring
+                .ended
+                .iter()
+                .position(|(fence, _)| *fence == run.fence)?;
+            Some(acquiring.ended.swap_remove(at).1)
+        });
+        inner.runs.insert(run.member.clone(), run);
+        ended
+    }
+
+    /// Run `fence` of `member` ended elsewhere with `outcome`: the run, if it is registered; if
+    /// an acquisition of `member` is in flight, the end is kept for it instead.
+    pub(crate) fn ended_elsewhere(
+        &self,
+        member: &str,
+        fence: u64,
+        outcome: Outcome<E>,
+    ) -> Option<(Arc<RunShared<E>>, Outcome<E>)> {
+        let mut inner = lock(&self.inner);
+        if let Some(run) = inner.runs.get(member).filter(|run| run.fence == fence) {
+            return Some((Arc::clone(run), outcome));
+        }
+        if let Some(acquiring) = inner.acquiring.get_mut(member) {
+            acquiring.ended.push((fence, outcome));
+        }
+        None
     }
 
     /// The run of `member`, if it is run `fence` (any run for `None`).
     pub(crate) fn get(&self, member: &str, fence: Option<u64>) -> Option<Arc<RunShared<E>>> {
-        lock(&self.runs)
+        lock(&self.inner)
+            .runs
             .get(member)
             .filter(|run| fence.is_none_or(|fence| run.fence == fence))
             .cloned()
     }
 
     pub(crate) fn remove(&self, member: &str, fence: u64) {
-        let mut runs = lock(&self.runs);
+        let runs = &mut lock(&self.inner).runs;
         if runs.get(member).is_some_and(|run| run.fence == fence) {
             runs.remove(member);
         }
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<RunShared<E>>> {
-        lock(&self.runs).values().cloned().collect()
+        lock(&self.inner).runs.values().cloned().collect()
     }
 
     pub(crate) fn len(&self) -> usize {
-        lock(&self.runs).len()
+        lock(&self.inner).runs.len()
     }
 
     /// How many, without waiting for the lock (for `Debug`).
     pub(crate) fn try_len(&self) -> Option<usize> {
-        self.runs.try_lock().ok().map(|runs| runs.len())
+        self.inner.try_lock().ok().map(|inner| inner.runs.len())
     }
 }
 
-/// Counts the drivers alive; `shutdown` waits for zero.
+/// An acquisition in flight (see [`LocalRuns::acquiring`]).
+pub(crate) struct Acquiring<'a, E> {
+    runs: &'a LocalRuns<E>,
+    member: String,
+}
+
+impl<E> Drop for Acquiring<'_, E> {
+    fn drop(&mut self) {
+        let mut inner = lock(&self.runs.inner);
+        if let Some(acquiring) = inner.acquiring.get_mut(&self.member) {
+            acquiring.count -= 1;
+            if acquiring.count == 0 {
+                inner.acquiring.remove(&self.member);
+            }
+        }
+    }
+}
+
+/// The reason a run's signal fires with when Redis recorded `outcome` for it elsewhere.
+pub(crate) fn reason_of<E>(outcome: &Outcome<E>) -> Option<Reason> {
+    match outcome {
+        Outcome::Stopped { reason } => reason.clone(),
+        _ => Some(lease_lost()),
+    }
+}
+
+/// Counts the drivers alive, and the acquisitions in flight (each may start one more);
+/// `shutdown` waits for both to be zero.
 #[derive(Default)]
 pub(crate) struct Live {
     count: AtomicUsize,
+    starting: AtomicUsize,
     event: Event,
 }
 
@@ -217,12 +334,36 @@ impl Live {
         }
     }
 
+    /// An acquisition begins; it counts until the guard drops (after its driver, if any, has
+    /// entered).
+    pub(crate) fn starting(&self) -> Starting<'_> {
+        self.starting.fetch_add(1, Ordering::SeqCst);
+        Starting(self)
+    }
+
+    /// The drivers alive.
     pub(crate) fn get(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
 
+    /// Whether no driver is alive and no acquisition is in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.starting.load(Ordering::SeqCst) == 0 && self.count.load(Ordering::SeqCst) == 0
+    }
+
     pub(crate) fn listen(&self) -> EventListener {
         self.event.listen()
+    }
+}
+
+/// An acquisition in flight (see [`Live::starting`]).
+pub(crate) struct Starting<'a>(&'a Live);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if self.0.starting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.event.notify(usize::MAX);
+        }
     }
 }
 
@@ -517,8 +658,10 @@ where
     /// The lease is gone (or about to be): fire the signal, drop the stream, end as `Lost`.
     fn demote(&mut self) -> Poll<()> {
         self.stream = None;
-        self.run.abort.abort(Some(lease_lost()));
-        self.finish(Outcome::Lost)
+        let panicked = fire(&self.run.abort, Some(lease_lost()));
+        let done = self.finish(Outcome::Lost);
+        discard(panicked);
+        done
     }
 
     fn issue(&mut self, write: Write) {
@@ -611,12 +754,16 @@ where
                 // earlier attempt of this very finish got through: either way, what Redis holds.
                 let outcome = self.decode_outcome(&outcome);
                 self.stream = None;
-                if let Outcome::Stopped { reason } = &outcome {
-                    self.run.abort.abort(reason.clone());
+                let panicked = if let Outcome::Stopped { reason } = &outcome {
+                    fire(&self.run.abort, reason.clone())
                 } else if !matches!(write, Write::Finish { .. }) {
-                    self.run.abort.abort(Some(lease_lost()));
-                }
-                Some(self.finish(outcome))
+                    fire(&self.run.abort, Some(lease_lost()))
+                } else {
+                    None
+                };
+                let done = self.finish(outcome);
+                discard(panicked);
+                Some(done)
             }
             Reply::Written(Ok(Answer::Done(Written::Lost | Written::Gone { .. }))) => {
                 Some(self.demote())

@@ -160,6 +160,13 @@ impl Store {
         millis(self.ttl)
     }
 
+    /// The retention of idle keys, as the scripts pass it to `PEXPIRE`: at least 1 ms, and at
+    /// most what Redis accepts (a longer one, such as `Duration::MAX`, keeps idle keys for
+    /// about 146 million years rather than failing every script that ends a run half-way).
+    fn retention_ms(&self) -> u64 {
+        millis(self.retention).clamp(1, MAX_RETENTION_MS)
+    }
+
     /// Runs one script invocation within the call timeout.
     async fn eval<T: FromRedisValue>(&self, invocation: &ScriptInvocation<'_>) -> Result<T, Error> {
         self.eval_within(invocation, self.timeout).await
@@ -226,7 +233,7 @@ impl Store {
             .arg(member)
             .arg(self.layout.control_prefix())
             .arg(&self.lost)
-            .arg(millis(self.retention).max(1));
+            .arg(self.retention_ms());
         call
     }
 
@@ -396,7 +403,7 @@ impl Store {
             .arg(self.layout.channel_prefix())
             .arg(self.layout.control_prefix())
             .arg(&self.lost)
-            .arg(millis(self.retention).max(1))
+            .arg(self.retention_ms())
             .arg(limit);
         let reply: Vec<String> = self.eval(&call).await?;
         let at = &self.layout.leases;
@@ -417,6 +424,10 @@ impl fmt::Debug for Store {
             .finish_non_exhaustive()
     }
 }
+
+/// The longest retention `PEXPIRE` takes: Redis refuses an expiry that, added to its clock (in
+/// ms), overflows a signed 64-bit number.
+const MAX_RETENTION_MS: u64 = 1 << 62;
 
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

@@ -27,13 +27,14 @@ use std::sync::{Arc, Mutex, Weak};
 
 use event_listener::Event as Notify;
 use keyrunner_subject::Subject;
-use keyrunner_task_runner_repository::{Event, Outcome, Position, RunId, State};
+use keyrunner_task_runner_repository::{Event, Position, RunId, State};
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
-use crate::run::{Ending, LocalRuns, lease_lost, lock};
+use crate::run::{Ending, LocalRuns, discard, lock, reason_of};
+use crate::runtime::Rt;
 use crate::store::Store;
 use crate::wire::{Control, Kind, Message, decode_stored};
 
@@ -321,11 +322,12 @@ pub(crate) struct Router<P, E> {
     pub(crate) control: String,
     pub(crate) queue: Arc<Queue<P, E>>,
     pub(crate) runs: Arc<LocalRuns<E>>,
+    pub(crate) rt: Rt,
 }
 
 impl<P, E> Router<P, E>
 where
-    E: DeserializeOwned,
+    E: DeserializeOwned + Send + Sync + 'static,
 {
     pub(crate) fn route(&self, push: PushInfo) {
         if push.kind == PushKind::Message
@@ -338,18 +340,23 @@ where
         self.queue.push(Msg::Push(push));
     }
 
-    /// One of this replica's runs ended elsewhere: fire its signal now. A message that cannot be
-    /// decoded is dropped: the run's next write (within TTL/3) finds out the same from Redis.
+    /// One of this replica's runs ended elsewhere: fire its signal now, on a task of its own. The
+    /// signal's callbacks are user code, and this runs on the subscription connection's reader:
+    /// a slow callback would hold up every message of this replica, a panicking one would kill
+    /// the connection (its caught panic is dropped: no call of the user's made this stop). A
+    /// message that cannot be decoded is dropped: the run's next write (within TTL/3) finds out
+    /// the same from Redis.
     fn on_control(&self, payload: &[u8]) {
         let Ok(control) = serde_json::from_slice::<Control<E>>(payload) else {
             return;
         };
-        if let Some(run) = self.runs.get(&control.k, Some(control.f)) {
-            let reason = match &control.x {
-                Outcome::Stopped { reason } => reason.clone(),
-                _ => Some(lease_lost()),
-            };
-            run.end(Ending::Recorded(control.x), reason);
+        // A run not registered yet (its acquisition's answer is still being taken) finds its
+        // end when it is.
+        if let Some((run, outcome)) = self.runs.ended_elsewhere(&control.k, control.f, control.x) {
+            self.rt.spawn(Box::pin(async move {
+                let reason = reason_of(&outcome);
+                discard(run.end(Ending::Recorded(outcome), reason));
+            }));
         }
     }
 }

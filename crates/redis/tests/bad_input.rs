@@ -225,4 +225,12 @@ async fn a_configuration_that_cannot_work_is_refused() {
         ErrorKind::Config,
         "a call timeout must be below TTL/3"
     );
+    // A lease TTL so long that deadlines cannot be computed used to panic in `run` (an overflow
+    // of its arithmetic); it is refused up front.
+    let error = ClusterRepository::<String, String, String>::builder(server.url())
+        .lease_ttl(Duration::MAX)
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config, "{error:?}");
 }

@@ -128,3 +128,54 @@ async fn an_owner_that_cannot_renew_demotes_itself_before_its_redis_deadline() {
     assert!(state.is_idle());
     assert_eq!(state.last_outcome(), Some(&Outcome::Lost));
 }
+
+/// Foreign or corrupt data under the namespace stops no reaping: a lease entry whose key is
+/// not a hash, or is a running hash without a fence, used to fail the reap script, every time,
+/// for every replica: no dead owner's key was ever reaped again (D4, D8). Reading such a key is
+/// still a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_data_under_the_namespace_stops_no_reaping() {
+    let server = RedisServer::start();
+    let survivor = replica(&server, TTL).await;
+    let _: () = common::command(&server, &["SET", &common::hash("foreign"), "x"]);
+    let _: i64 = common::command(&server, &["ZADD", "test:leases", "0", "\"foreign\""]);
+    let _: i64 = common::command(&server, &["HSET", &common::hash("corrupt"), "s", "r"]);
+    let _: i64 = common::command(&server, &["ZADD", "test:leases", "0", "\"corrupt\""]);
+    let key = "k".to_owned();
+    let seen = Seen::default();
+    let _listening = survivor
+        .listen(key.clone(), seen.listener(), true)
+        .await
+        .unwrap();
+    // An owner that dies without a word (as in the test above).
+    let url = server.url();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let owner: common::Repo = keyrunner_redis::ClusterRepository::builder(url)
+                .namespace("test")
+                .lease_ttl(TTL)
+                .connect()
+                .await
+                .unwrap();
+            let handle = owner
+                .run("k".to_owned(), |_cx| stream::pending::<String>())
+                .await
+                .unwrap();
+            std::mem::forget((owner, handle));
+        });
+        runtime.shutdown_background();
+    })
+    .join()
+    .unwrap();
+    eventually(TTL * 2, "the dead owner's key idle with Lost", || {
+        seen.states()
+            .last()
+            .is_some_and(|state| state.is_idle() && state.last_outcome() == Some(&Outcome::Lost))
+    })
+    .await;
+    for foreign in ["foreign", "corrupt"] {
+        let error = survivor.state(&foreign.to_owned()).await.unwrap_err();
+        assert!(error.is_codec(), "{foreign}: {error:?}");
+    }
+}

@@ -71,3 +71,44 @@ async fn a_replica_keeps_nothing_for_a_key_nobody_on_it_holds() {
     assert_eq!(repository.watched_keys(), 0);
     eventually(TTL, "the unsubscription", || subscribers() == 0).await;
 }
+
+/// A retention beyond what Redis's `PEXPIRE` accepts (`Duration::MAX`: "keep them") keeps idle
+/// keys, and runs end as usual: every script that ends a run used to fail half-way through (the
+/// key written idle, the end never published nor audited), so the owner's handle said `Lost`
+/// while Redis said `Completed`, and no listener heard the end.
+#[tokio::test]
+async fn a_retention_beyond_what_redis_accepts_keeps_idle_keys() {
+    let server = RedisServer::start();
+    let repository: common::Repo = keyrunner_redis::ClusterRepository::builder(server.url())
+        .namespace("test")
+        .lease_ttl(TTL)
+        .retention(Duration::MAX)
+        .connect()
+        .await
+        .unwrap();
+    let key = "k".to_owned();
+    let seen = Seen::default();
+    let _listening = repository
+        .listen(key.clone(), seen.listener(), true)
+        .await
+        .unwrap();
+    let handle = repository
+        .run(key.clone(), |_cx| stream::iter(["a".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(handle.await, keyrunner_redis::Outcome::Completed);
+    eventually(TTL, "the end heard", || {
+        seen.states()
+            .last()
+            .is_some_and(|state| state.last_outcome() == Some(&keyrunner_redis::Outcome::Completed))
+    })
+    .await;
+    let idle: i64 = command(&server, &["PTTL", &hash("k")]);
+    assert!(idle == -1 || idle > 1_000_000_000_000, "kept: {idle}");
+    assert!(
+        common::audit(&server)
+            .iter()
+            .any(|entry| entry["op"] == "finish"),
+        "the end is audited"
+    );
+}

@@ -315,3 +315,114 @@ async fn the_owners_hot_path_is_at_most_one_round_trip_per_transition() {
         "{round_trips} round trips for 1,002 transitions"
     );
 }
+
+/// A handle taken (from a node, or `UseExisting`) after its run ended resolves to the outcome
+/// Redis recorded, whatever this replica's watch delivered last: it used to look only at the
+/// events of the watch's last delivery, so when that was an error (a foreign message, a failed
+/// read) rather than the run's end, the handle waited for a transition that had already come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_taken_after_its_run_ended_resolves_to_the_recorded_outcome() {
+    let server = RedisServer::start();
+    let owner = replica(&server, TTL).await;
+    let other = replica(&server, TTL).await;
+    let key = "k".to_owned();
+    let seen = Seen::default();
+    let _listening = other
+        .listen(key.clone(), seen.listener(), true)
+        .await
+        .unwrap();
+    let run = owner
+        .run(key.clone(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap();
+    let StateNode::Running(node) = other.state_node(key.clone()).await.unwrap() else {
+        panic!("the key runs");
+    };
+    owner.stop(&key, Reason::from("done")).await.unwrap();
+    run.await;
+    eventually(TTL, "the end on the other replica", || {
+        seen.states().last().is_some_and(State::is_idle)
+    })
+    .await;
+    // Something that is not a transition, after the end: an error item, nothing else.
+    let _: i64 = command(&server, &["PUBLISH", &common::channel("k"), "{not json"]);
+    eventually(TTL, "the error", || {
+        seen.last().is_some_and(|item| item.is_err())
+    })
+    .await;
+
+    let handle = node.handle().await.unwrap();
+    assert!(!handle.is_local());
+    assert_eq!(
+        tokio::time::timeout(TTL, handle)
+            .await
+            .expect("the handle resolves"),
+        Outcome::Stopped {
+            reason: Some(Reason::from("done"))
+        }
+    );
+}
+
+/// `UseExisting` on a run this replica's watch of the key has not heard start yet resolves to
+/// that run's outcome, not `Lost`: the handle used to take the watch's last delivery (the key
+/// with no history, from before the run) for a data loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_existing_on_a_run_this_replica_has_not_heard_start_yet_follows_it() {
+    let server = RedisServer::start();
+    let owner = replica(&server, TTL).await;
+    let other = replica(&server, TTL).await;
+    let key = "k".to_owned();
+    let seen = Seen::default();
+    let _listening = other
+        .listen(key.clone(), seen.listener(), true)
+        .await
+        .unwrap();
+    // A listener of another key holds the other replica's dispatcher until released: what
+    // Redis publishes meanwhile waits in its queue.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    let holding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&holding);
+    let _slow = other
+        .listen(
+            "slow".to_owned(),
+            move |_| {
+                flag.store(true, Ordering::SeqCst);
+                let _ = held.lock().unwrap().recv();
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    owner
+        .run("slow".to_owned(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap()
+        .detach();
+    eventually(TTL, "the dispatcher held", || {
+        holding.load(Ordering::SeqCst)
+    })
+    .await;
+
+    let run = owner
+        .run(key.clone(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap();
+    let existing = other
+        .run_with(key.clone(), Conflict::UseExisting, |_cx| {
+            stream::empty::<String>()
+        })
+        .await
+        .unwrap();
+    assert_eq!(existing.run_id(), run.run_id());
+    let early = existing.outcome();
+    drop(release);
+    assert_eq!(early, None, "the run goes on");
+    owner.stop(&key, Reason::from("done")).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(TTL, existing).await.unwrap(),
+        Outcome::Stopped {
+            reason: Some(Reason::from("done"))
+        }
+    );
+}

@@ -178,3 +178,274 @@ async fn after_shutdown_streams_end_and_listen_is_refused() {
     );
     assert!(!remote.is_finished(), "the other replica's run goes on");
 }
+
+/// A run whose abort callback panics when it is stopped from another replica: the stop still
+/// ends it, and the owner's replica goes on hearing everything else at once (the callback ran
+/// on the replica's subscription connection, whose reader died with it: every later stop of
+/// its runs waited for their next renewal, and its listeners heard nothing more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_abort_callback_stops_nothing_else_on_its_replica() {
+    let server = RedisServer::start();
+    let owner = replica(&server, TTL).await;
+    let stopper = replica(&server, TTL).await;
+    let seen = common::Seen::default();
+    let _listening = owner
+        .listen("watched".to_owned(), seen.listener(), true)
+        .await
+        .unwrap();
+    let panicking = owner
+        .run("panicking".to_owned(), |cx| {
+            cx.abort_signal()
+                .on_abort(|_| panic!("an abort callback that panics"))
+                .detach();
+            stream::pending::<String>()
+        })
+        .await
+        .unwrap();
+    let other = owner
+        .run("other".to_owned(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap();
+    let signal = other.abort_signal().unwrap();
+
+    stopper
+        .stop(&"panicking".to_owned(), Reason::from("first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(TTL, panicking).await.unwrap(),
+        Outcome::Stopped {
+            reason: Some(Reason::from("first"))
+        }
+    );
+    stopper
+        .stop(&"other".to_owned(), Reason::from("second"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_millis(100), signal.aborted())
+        .await
+        .expect("the next stop still reaches the owner within one round trip");
+    let watched = stopper
+        .run("watched".to_owned(), |_cx| stream::iter(["1".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(watched.await, Outcome::Completed);
+    common::eventually(
+        TTL,
+        "the owner's listener to hear another key's run",
+        || {
+            seen.states()
+                .last()
+                .is_some_and(|state| state.last_outcome() == Some(&Outcome::Completed))
+        },
+    )
+    .await;
+}
+
+/// A run whose abort callback takes its time: the owner's replica hears the stop of its other
+/// runs meanwhile (the callback ran on the subscription connection's reader, and held up every
+/// message of the replica until it returned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_abort_callback_holds_up_no_other_stop() {
+    let server = RedisServer::start();
+    let owner = replica(&server, TTL).await;
+    let stopper = replica(&server, TTL).await;
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = std::sync::Mutex::new(blocked);
+    let slow = owner
+        .run("slow".to_owned(), move |cx| {
+            cx.abort_signal()
+                .on_abort(move |_| {
+                    // Until the test is over: a callback doing slow, blocking work.
+                    let _ = blocked.lock().unwrap().recv();
+                })
+                .detach();
+            stream::pending::<String>()
+        })
+        .await
+        .unwrap();
+    let other = owner
+        .run("other".to_owned(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap();
+    let signal = other.abort_signal().unwrap();
+    let slow_signal = slow.abort_signal().unwrap();
+
+    stopper
+        .stop(&"slow".to_owned(), Reason::from("first"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_millis(100), slow_signal.aborted())
+        .await
+        .expect("the slow run's signal fires");
+    stopper
+        .stop(&"other".to_owned(), Reason::from("second"))
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_millis(100), signal.aborted()).await;
+    drop(release);
+    heard.expect("the other run's stop reaches the owner within one round trip");
+    assert_eq!(
+        tokio::time::timeout(TTL, other).await.unwrap(),
+        Outcome::Stopped {
+            reason: Some(Reason::from("second"))
+        }
+    );
+}
+
+/// Shutdown stops every run of the replica, even when abort callbacks panic on the way; the
+/// first panic resumes from `shutdown` once every run is asked to stop (a panic used to leave
+/// the other runs going, renewing their leases, and the replica's watches open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_every_run_even_when_abort_callbacks_panic() {
+    let server = RedisServer::start();
+    let leaving = replica(&server, TTL).await;
+    let staying = replica(&server, TTL).await;
+    let mut handles = Vec::new();
+    for key in ["a", "b", "c"] {
+        handles.push(
+            leaving
+                .run(key.to_owned(), |cx| {
+                    cx.abort_signal()
+                        .on_abort(|_| panic!("an abort callback that panics"))
+                        .detach();
+                    stream::pending::<String>()
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    let mut states = leaving.stream("a".to_owned());
+    let _ = tokio::time::timeout(TTL, futures::StreamExt::next(&mut states))
+        .await
+        .unwrap();
+    let shutdown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        leaving.shutdown(Reason::from("deploy"))
+    }));
+    assert!(
+        shutdown.is_err(),
+        "the callback's panic resumes from shutdown"
+    );
+    for handle in handles {
+        assert_eq!(
+            tokio::time::timeout(TTL, handle)
+                .await
+                .expect("every run ends"),
+            Outcome::Stopped {
+                reason: Some(Reason::from("deploy"))
+            }
+        );
+    }
+    for key in ["a", "b", "c"] {
+        assert!(staying.state(&key.to_owned()).await.unwrap().is_idle());
+    }
+    common::eventually(TTL, "no live task", || leaving.live_tasks() == 0).await;
+    while tokio::time::timeout(TTL, futures::StreamExt::next(&mut states))
+        .await
+        .expect("the replica's streams end")
+        .is_some()
+    {}
+}
+
+/// A run whose acquisition is in flight when shutdown begins: shutdown resolves only once that
+/// run is refused, or started and its stream dropped (it used to resolve at once, and the task
+/// was then called and run after it had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_run_whose_acquisition_is_in_flight() {
+    let server = RedisServer::start();
+    let repository: common::Repo = keyrunner_redis::ClusterRepository::builder(server.url())
+        .namespace("test")
+        .lease_ttl(Duration::from_secs(30))
+        .call_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    // Redis answers nothing until it is resumed: the acquisition stays in flight.
+    server.pause();
+    let (probe, dropped) = Probe::new(None, Duration::from_millis(1));
+    let called = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&called);
+    let mut run = Box::pin(repository.run("k".to_owned(), move |_cx| {
+        flag.store(true, Ordering::SeqCst);
+        probe
+    }));
+    assert!(futures::poll!(run.as_mut()).is_pending(), "Redis is paused");
+    let mut shutdown = repository.shutdown(Reason::from("deploy"));
+    let early = futures::poll!(&mut shutdown).is_ready();
+    server.resume();
+    assert!(
+        !early,
+        "shutdown resolved with a run's acquisition in flight"
+    );
+    let resolved = async {
+        shutdown.await;
+        (
+            repository.live_tasks(),
+            called.load(Ordering::SeqCst),
+            dropped.load(Ordering::SeqCst),
+        )
+    };
+    let (result, (live, was_called, was_dropped)) =
+        tokio::time::timeout(TTL * 5, futures::future::join(run, resolved))
+            .await
+            .unwrap();
+    assert_eq!(live, 0, "no task alive once shutdown resolved");
+    assert!(!was_called || was_dropped == 1, "a task called is dropped");
+    match result {
+        Ok(handle) => assert!(matches!(
+            handle.await,
+            Outcome::Stopped { .. } | Outcome::Lost
+        )),
+        Err(error) => assert!(error.is_shut_down(), "{error:?}"),
+    }
+    assert!(repository.state(&"k".to_owned()).await.unwrap().is_idle());
+}
+
+/// A stop that lands while the owner is still receiving the answer to its acquisition: the
+/// owner's signal still fires within one round trip of the stop (the control message used to
+/// be dropped, the run not registered yet, and the task ran on until its first renewal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_racing_the_owners_acquisition_still_aborts_it_at_once() {
+    let server = RedisServer::start();
+    let owner = replica(&server, TTL).await;
+    let stopper = replica(&server, TTL).await;
+    let key = "k".to_owned();
+    let marks = common::Seen::default();
+    let _marking = owner
+        .listen("mark".to_owned(), marks.listener(), false)
+        .await
+        .unwrap();
+    // The acquisition is sent; its answer is not taken until the run future is polled again.
+    let mut run = Box::pin(owner.run(key.clone(), |_cx| stream::pending::<String>()));
+    assert!(futures::poll!(run.as_mut()).is_pending());
+    common::eventually(TTL, "the key running in Redis", || {
+        matches!(
+            command::<Option<String>>(&server, &["HGET", &hash("k"), "s"]).as_deref(),
+            Some("r")
+        )
+    })
+    .await;
+    stopper.stop(&key, Reason::from("racing")).await.unwrap();
+    // Published after the stop's message to the owner, on the same connection: once the owner
+    // hears it, it has heard the stop too.
+    stopper
+        .run("mark".to_owned(), |_cx| stream::pending::<String>())
+        .await
+        .unwrap()
+        .detach();
+    common::eventually(TTL, "the owner to hear the mark", || {
+        !marks.states().is_empty()
+    })
+    .await;
+    let handle = run.await.unwrap();
+    let signal = handle.abort_signal().unwrap();
+    tokio::time::timeout(Duration::from_millis(100), signal.aborted())
+        .await
+        .expect("the stop reaches the owner within one round trip");
+    assert_eq!(
+        handle.await,
+        Outcome::Stopped {
+            reason: Some(Reason::from("racing"))
+        }
+    );
+}

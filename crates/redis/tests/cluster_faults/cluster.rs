@@ -1,7 +1,10 @@
 //! The suite's side of a cluster: a private Redis, replica processes (this same binary in
 //! replica mode), and one log of everything they report.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -45,6 +48,148 @@ pub struct Replica {
     pub id: String,
     pub alive: bool,
     pub paused: bool,
+    /// Its way to Redis, when it goes through a proxy the suite can cut.
+    pub proxy: Option<Proxy>,
+}
+
+/// A unix-socket forwarder between one replica and Redis: cutting it partitions that replica
+/// alone from Redis, while the others go on. Cut, it forwards nothing in either direction and
+/// connects nothing new: what was sent waits (as on a network that drops nothing but delivers
+/// late) and arrives when the partition heals. `reset` closes every connection through it (a
+/// connection reset, or `CLIENT KILL` of that replica's connections alone).
+pub struct Proxy {
+    pub path: PathBuf,
+    shared: Arc<ProxyShared>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    state: Mutex<ProxyState>,
+    healed: Condvar,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: bool,
+    closed: bool,
+    /// Both ends of every connection, to reset them.
+    streams: Vec<UnixStream>,
+}
+
+impl ProxyShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProxyState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits while the proxy is cut; false once it is closed.
+    fn wait_healed(&self) -> bool {
+        let mut state = self.lock();
+        while state.cut && !state.closed {
+            state = self
+                .healed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !state.closed
+    }
+}
+
+impl Proxy {
+    /// A proxy listening at `path`, forwarding to the Redis socket at `redis`.
+    pub fn start(path: PathBuf, redis: &Path) -> Self {
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind a proxy socket");
+        let shared = Arc::new(ProxyShared::default());
+        let (accepting, redis) = (Arc::clone(&shared), redis.to_owned());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accepting.lock().closed {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let (shared, redis) = (Arc::clone(&accepting), redis.clone());
+                std::thread::spawn(move || forward(&shared, client, &redis));
+            }
+        });
+        Self { path, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.path.display())
+    }
+
+    pub fn cut(&self) {
+        self.shared.lock().cut = true;
+    }
+
+    pub fn heal(&self) {
+        self.shared.lock().cut = false;
+        self.shared.healed.notify_all();
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.shared.lock().cut
+    }
+
+    /// Closes every connection through the proxy (new ones are accepted as usual).
+    pub fn reset(&self) {
+        for stream in std::mem::take(&mut self.shared.lock().streams) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.cut = false;
+        }
+        self.shared.healed.notify_all();
+        self.reset();
+        // Wakes the accepting thread, which then sees the proxy closed.
+        let _ = UnixStream::connect(&self.path);
+    }
+}
+
+/// One connection through a proxy: once the proxy is not cut, connects to Redis and copies both
+/// ways, holding whatever it read while the proxy is cut.
+fn forward(shared: &Arc<ProxyShared>, client: UnixStream, redis: &Path) {
+    if !shared.wait_healed() {
+        return;
+    }
+    let Ok(server) = UnixStream::connect(redis) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let (Ok(client_end), Ok(server_end)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    shared.lock().streams.extend([client_end, server_end]);
+    let (Ok(client_read), Ok(server_write)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let upstream = Arc::clone(shared);
+    std::thread::spawn(move || copy(&upstream, client_read, server_write));
+    copy(shared, server, client);
+}
+
+fn copy(shared: &ProxyShared, mut from: UnixStream, mut to: UnixStream) {
+    let mut buffer = [0_u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        if !shared.wait_healed() || to.write_all(&buffer[..read]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
 }
 
 /// A window during which something could not act: Redis down or paused, or a replica paused.
@@ -144,16 +289,33 @@ impl Cluster {
     /// within the timeouts) is replaced by another, twice at most.
     pub fn spawn_replica(&mut self) -> usize {
         (0..3)
-            .find_map(|_| self.try_spawn_replica())
+            .find_map(|_| self.try_spawn_replica(false))
             .expect("no replica could connect, three times")
     }
 
-    fn try_spawn_replica(&mut self) -> Option<usize> {
+    /// Like [`spawn_replica`](Self::spawn_replica), the replica reaching Redis through a
+    /// [`Proxy`] of its own (see [`partition`](Self::partition)).
+    pub fn spawn_proxied_replica(&mut self) -> usize {
+        (0..3)
+            .find_map(|_| self.try_spawn_replica(true))
+            .expect("no replica could connect, three times")
+    }
+
+    fn try_spawn_replica(&mut self, proxied: bool) -> Option<usize> {
         let index = self.replicas.len();
         let from = self.log.lock().len();
+        let proxy = proxied.then(|| {
+            Proxy::start(
+                self.server
+                    .socket()
+                    .with_file_name(format!("replica-{index}.sock")),
+                self.server.socket(),
+            )
+        });
+        let url = proxy.as_ref().map_or_else(|| self.server.url(), Proxy::url);
         let mut child = Command::new(std::env::current_exe().expect("the suite's own binary"))
             .env("KEYRUNNER_REDIS_REPLICA", "1")
-            .env("KEYRUNNER_REDIS_URL", self.server.url())
+            .env("KEYRUNNER_REDIS_URL", url)
             .env("KEYRUNNER_REDIS_NAMESPACE", &self.namespace)
             .env("KEYRUNNER_REDIS_TTL_MS", self.ttl.as_millis().to_string())
             .stdin(Stdio::piped())
@@ -185,6 +347,7 @@ impl Cluster {
             id: String::new(),
             alive: true,
             paused: false,
+            proxy,
         });
         let ready = self.wait_from(
             from,
@@ -383,11 +546,41 @@ impl Cluster {
             .expect("read a key's hash")
     }
 
-    /// Indexes of the replicas alive and not paused.
+    /// Indexes of the replicas alive, not paused and not partitioned from Redis.
     pub fn live(&self) -> Vec<usize> {
         (0..self.replicas.len())
-            .filter(|&index| self.replicas[index].alive && !self.replicas[index].paused)
+            .filter(|&index| {
+                let replica = &self.replicas[index];
+                replica.alive
+                    && !replica.paused
+                    && !replica.proxy.as_ref().is_some_and(Proxy::is_cut)
+            })
             .collect()
+    }
+
+    /// Partitions replica `index` (spawned with a proxy) from Redis; `heal` ends it.
+    pub fn partition(&mut self, index: usize) -> u64 {
+        self.replicas[index]
+            .proxy
+            .as_ref()
+            .expect("a replica behind a proxy")
+            .cut();
+        now_us()
+    }
+
+    pub fn heal(&mut self, index: usize) {
+        if let Some(proxy) = &self.replicas[index].proxy {
+            proxy.heal();
+        }
+    }
+
+    /// Closes every connection of replica `index` (spawned with a proxy) to Redis.
+    pub fn reset_connections(&self, index: usize) {
+        self.replicas[index]
+            .proxy
+            .as_ref()
+            .expect("a replica behind a proxy")
+            .reset();
     }
 }
 
@@ -399,6 +592,8 @@ impl Drop for Cluster {
                 let _ = replica.child.kill();
                 let _ = replica.child.wait();
             }
+            // Closed while their sockets' directory (the server's) is still there.
+            replica.proxy = None;
         }
     }
 }

@@ -26,7 +26,7 @@ type Scenario = fn() -> String;
 
 static LAST_PANIC: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
-const SCENARIOS: [(&str, Scenario); 10] = [
+const SCENARIOS: [(&str, Scenario); 12] = [
     (
         "d1_racing_runs_from_three_replicas",
         scenarios::racing_runs_from_three_replicas,
@@ -60,6 +60,14 @@ const SCENARIOS: [(&str, Scenario); 10] = [
     (
         "d4_redis_sigstopped_for_two_ttls",
         scenarios::redis_sigstopped_for_two_ttls,
+    ),
+    (
+        "d4_partition_of_the_owner_from_redis",
+        scenarios::partition_of_the_owner_from_redis,
+    ),
+    (
+        "d4_connections_of_the_owner_reset_repeatedly",
+        scenarios::connections_of_the_owner_reset_repeatedly,
     ),
 ];
 

@@ -635,6 +635,145 @@ pub fn redis_sigstopped_for_two_ttls() -> String {
     format!("calls timed out after {took} ms; the owner demoted itself; nothing revived")
 }
 
+/// D2 + D4 + D5: the owner is partitioned from Redis (nothing it sends gets through, nothing
+/// comes back) while the other replicas go on. Its process runs on: it demotes itself before
+/// Redis could give the key away (signal `lease lost`, handle `Lost`); another replica reaps the
+/// key and runs it with a larger fence; a run asked of the partitioned replica times out. When
+/// the partition heals, what the old owner sent meanwhile reaches Redis late and is refused (the
+/// checker: no stale write accepted), and its listener catches up with the new run.
+pub fn partition_of_the_owner_from_redis() -> String {
+    let mut cluster = Cluster::start(Persistence::None, TTL, 0);
+    let owner = cluster.spawn_proxied_replica();
+    let (other, watcher) = (cluster.spawn_replica(), cluster.spawn_replica());
+    listen(&mut cluster, owner, &["k"]);
+    listen(&mut cluster, watcher, &["k"]);
+    let first = run_forever(&mut cluster, owner, "k");
+    seen(&cluster, watcher, "k", TTL, "items of the owner", |value| {
+        value["progress"] == "5"
+    });
+    let cut = cluster.partition(owner);
+    let aborted = event(&cluster, "aborted", "k", first, TTL * 2);
+    assert_eq!(aborted.value["reason"], "lease lost");
+    let demoted_at = aborted.value["at_us"].as_u64().unwrap();
+    let ended = event(&cluster, "ended", "k", first, TTL);
+    assert_eq!(ended.value["outcome"], json!({"type": "lost"}));
+    seen(
+        &cluster,
+        watcher,
+        "k",
+        TTL * 3,
+        "the key reaped by another replica",
+        |value| {
+            value["state"] == "idle"
+                && value["fence"] == json!(first)
+                && value["outcome"] == json!({"type": "lost"})
+        },
+    );
+    // Redis's deadline when the owner gave up: the one its last accepted write set.
+    let deadline = checker::parse(&cluster.audit_lines())
+        .iter()
+        .filter(|entry| entry.f == first && entry.t <= demoted_at)
+        .filter_map(|entry| entry.d)
+        .max()
+        .unwrap();
+    let margin = i128::from(deadline) - i128::from(demoted_at / 1000);
+    let second = run_forever(&mut cluster, other, "k");
+    assert!(second > first);
+    let answer = cluster.request(
+        owner,
+        json!({"cmd": "run", "key": "asked", "items": 3, "every_ms": 1}),
+    );
+    assert_eq!(
+        (answer["ok"].clone(), answer["error"].clone()),
+        (json!(false), json!("timeout")),
+        "{answer}"
+    );
+    let partitioned = Duration::from_micros(now_us().saturating_sub(cut));
+    cluster.heal(owner);
+    let healed = now_us();
+    seen(
+        &cluster,
+        owner,
+        "k",
+        TTL * 3,
+        "the new run's items on the healed replica",
+        |value| {
+            value["at_us"].as_u64().unwrap_or(0) > healed
+                && value["fence"] == json!(second)
+                && value["progress"].is_string()
+        },
+    );
+    let again = run_forever(&mut cluster, owner, "after");
+    settle(&mut cluster, &["k", "asked", "after"]);
+    format!(
+        "partitioned {} ms: the owner demoted itself {margin} ms before its Redis deadline; \
+         run {second} elsewhere, run {again} on the healed replica",
+        partitioned.as_millis()
+    )
+}
+
+/// D4 + D5: every connection of the owner to Redis is reset, again and again, for 2 × TTL
+/// (a flapping network, or `CLIENT KILL` of that replica alone); the other replicas go on. The
+/// owner's run goes on or ends `Lost`, demoting itself in time; nothing stale is accepted; once
+/// the resets stop, its listener catches up and a stop reaches it at once.
+pub fn connections_of_the_owner_reset_repeatedly() -> String {
+    let mut cluster = Cluster::start(Persistence::None, TTL, 0);
+    let owner = cluster.spawn_proxied_replica();
+    let watcher = cluster.spawn_replica();
+    listen(&mut cluster, owner, &["k", "w"]);
+    listen(&mut cluster, watcher, &["k"]);
+    let fence = run_forever(&mut cluster, owner, "k");
+    seen(&cluster, watcher, "k", TTL, "items of the owner", |value| {
+        value["progress"] == "5"
+    });
+    let until = Instant::now() + TTL * 2;
+    let mut resets = 0;
+    while Instant::now() < until {
+        cluster.reset_connections(owner);
+        resets += 1;
+        // How often the network flaps: a fault's timing, not an ordering.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let stopped = now_us();
+    let run = cluster.request(
+        watcher,
+        json!({"cmd": "run", "key": "w", "items": null, "every_ms": 10}),
+    );
+    let survived = cluster
+        .events()
+        .iter()
+        .all(|logged| logged.value["ev"] != "ended" || logged.value["fence"] != json!(fence));
+    seen(
+        &cluster,
+        owner,
+        "w",
+        TTL * 3,
+        "another replica's run, on the owner's listener",
+        |value| value["at_us"].as_u64().unwrap_or(0) > stopped && value["progress"].is_string(),
+    );
+    if survived {
+        let stop = cluster.request(watcher, json!({"cmd": "stop", "key": "k"}));
+        assert_eq!(stop["ok"], true, "{stop}");
+        let aborted = event(&cluster, "aborted", "k", fence, TTL);
+        let latency = aborted.value["at_us"].as_u64().unwrap() - stop["sent_us"].as_u64().unwrap();
+        assert!(
+            latency <= ROUND_TRIP_MS * 1000,
+            "abort {latency} µs after the stop"
+        );
+    }
+    assert_eq!(run["ok"], true, "{run}");
+    settle(&mut cluster, &["k", "w"]);
+    format!(
+        "{resets} resets in {} ms; the owner's run {}",
+        (TTL * 2).as_millis(),
+        if survived {
+            "went on"
+        } else {
+            "ended Lost, in time"
+        }
+    )
+}
+
 /// A small xorshift generator: the nemesis replays exactly from its seed.
 pub struct Rng(u64);
 
@@ -660,16 +799,19 @@ impl Rng {
 }
 
 /// The seeded random nemesis: runs, stops and every fault above at random, on five keys and
-/// three replicas (at least one always live), Redis on AOF; then settle and check.
+/// three replicas (at least one always live, not paused nor partitioned), each reaching Redis
+/// through a proxy of its own, Redis on AOF; then settle and check.
 pub fn nemesis(seed: u64, duration: Duration) -> String {
     let keys = ["n0", "n1", "n2", "n3", "n4"];
     let mut rng = Rng::new(seed);
-    let mut cluster = Cluster::start(Persistence::AppendAlways, TTL, 3);
-    for replica in 0..3 {
+    let mut cluster = Cluster::start(Persistence::AppendAlways, TTL, 0);
+    for _ in 0..3 {
+        let replica = cluster.spawn_proxied_replica();
         listen(&mut cluster, replica, &keys);
     }
     let started = Instant::now();
     let mut resume_at: Vec<(Instant, usize, u64)> = Vec::new();
+    let mut heal_at: Vec<(Instant, usize)> = Vec::new();
     let mut faults = std::collections::BTreeMap::<&str, u32>::new();
     while started.elapsed() < duration {
         let now = Instant::now();
@@ -677,6 +819,10 @@ pub fn nemesis(seed: u64, duration: Duration) -> String {
             cluster.resume(*replica, *paused);
         }
         resume_at.retain(|(at, ..)| *at > now);
+        for &(_, replica) in heal_at.iter().filter(|(at, _)| *at <= now) {
+            cluster.heal(replica);
+        }
+        heal_at.retain(|(at, _)| *at > now);
         let live = cluster.live();
         let roll = rng.below(100);
         let key = *rng.pick(&keys);
@@ -734,12 +880,35 @@ pub fn nemesis(seed: u64, duration: Duration) -> String {
                 cluster.resume_redis(paused);
                 "Redis SIGSTOPped for 2 × TTL"
             }
+            89..=92 if live.len() >= 2 => {
+                let replica = *rng.pick(&live);
+                let long = rng.below(3) == 0;
+                let partition = if long {
+                    TTL * 3 / 2
+                } else {
+                    Duration::from_millis(20 + rng.below(180))
+                };
+                cluster.partition(replica);
+                heal_at.push((Instant::now() + partition, replica));
+                if long {
+                    "partition a replica from Redis past its lease"
+                } else {
+                    "short partition of a replica from Redis"
+                }
+            }
+            93..=94 => {
+                let alive: Vec<usize> = (0..cluster.replicas.len())
+                    .filter(|&r| cluster.replicas[r].alive)
+                    .collect();
+                cluster.reset_connections(*rng.pick(&alive));
+                "reset a replica's connections"
+            }
             _ => {
                 let dead = (0..cluster.replicas.len())
                     .filter(|&r| !cluster.replicas[r].alive)
                     .count();
                 if dead > 0 && cluster.replicas.len() < 12 {
-                    let replica = cluster.spawn_replica();
+                    let replica = cluster.spawn_proxied_replica();
                     listen(&mut cluster, replica, &keys);
                     "a new replica"
                 } else {
@@ -755,6 +924,9 @@ pub fn nemesis(seed: u64, duration: Duration) -> String {
     }
     for (_, replica, paused) in std::mem::take(&mut resume_at) {
         cluster.resume(replica, paused);
+    }
+    for (_, replica) in std::mem::take(&mut heal_at) {
+        cluster.heal(replica);
     }
     // Let the commands in flight answer (a run asked for just now may still start), then settle.
     std::thread::sleep(CALL_TIMEOUT * 2);
