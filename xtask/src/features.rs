@@ -16,7 +16,7 @@ use std::{
 };
 
 use crate::{
-    Error, Result, browser, cargo, command_line, install,
+    Error, Result, cargo, command_line, install,
     metadata::{Package, Workspace},
     run,
 };
@@ -72,9 +72,7 @@ fn examples_for<'a>(
 /// `cargo test -p <crate> --no-default-features [--features <set>]` for every published crate
 /// and feature set, each followed by the crate's examples for that set.
 pub(crate) fn features() -> Result {
-    install::debian_packages(install::TEST_PACKAGES)?;
-    browser::ensure_installed()?;
-    crate::redis::ensure_server()?;
+    install::test_packages()?;
     let workspace = Workspace::load()?;
     for package in workspace.published() {
         for set in combinations(package) {

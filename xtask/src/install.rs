@@ -60,9 +60,45 @@ pub(crate) fn cargo_tool(tool: CargoTool) -> Result {
 }
 
 /// The Debian packages the workspace's test suites need (a server or a browser they start),
-/// installed by the `test` and `features` steps before they run any test. Add one line per
-/// package; a step of its own that needs more calls [`debian_packages`] with its own list.
-pub(crate) const TEST_PACKAGES: &[DebianPackage] = &[];
+/// installed by the `test`, `faults` and `features` steps before they run any test. Add one
+/// line per package; a step of its own that needs more calls [`debian_packages`] with its own
+/// list.
+pub(crate) const TEST_PACKAGES: &[DebianPackage] = &[
+    // keyrunner-redis: every test group starts private servers.
+    REDIS_SERVER,
+    // The web example's browser test (`crates/keyrunner/tests/web_browser.rs`); the fonts make
+    // its screenshots show text.
+    DebianPackage {
+        name: "chromium",
+        program: Some("chromium"),
+    },
+    DebianPackage {
+        name: "chromium-driver",
+        program: Some("chromedriver"),
+    },
+    DebianPackage {
+        name: "fonts-liberation",
+        program: None,
+    },
+];
+
+/// The server the keyrunner-redis tests, its fault suite and its example start.
+pub(crate) const REDIS_SERVER: DebianPackage = DebianPackage {
+    name: "redis-server",
+    program: Some("redis-server"),
+};
+
+/// [`TEST_PACKAGES`], less the browser when `CHROMEDRIVER` names a driver of the developer's
+/// choosing (the browser test then uses it, and `CHROME` for the browser).
+pub(crate) fn test_packages() -> Result {
+    let own_driver = env::var_os("CHROMEDRIVER").is_some();
+    let packages: Vec<DebianPackage> = TEST_PACKAGES
+        .iter()
+        .filter(|package| !(own_driver && package.name.starts_with("chromium")))
+        .copied()
+        .collect();
+    debian_packages(&packages)
+}
 
 /// A Debian package a step needs.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +160,10 @@ fn apt() -> Command {
 fn is_installed(package: &DebianPackage) -> bool {
     if let Some(program) = package.program {
         return on_path(program);
+    }
+    if !on_path("dpkg-query") {
+        // Not Debian: only programs can be checked, and the developer brings the rest.
+        return true;
     }
     Command::new("dpkg-query")
         .args(["--show", "--showformat=${db:Status-Status}", package.name])

@@ -7,7 +7,6 @@
 //! `cargo xtask help` for the list.
 
 mod bench;
-mod browser;
 mod features;
 mod install;
 mod metadata;
@@ -51,7 +50,7 @@ const CI: &[Step] = &[
     step(
         "test",
         test,
-        "cargo test --workspace --all-features; installs chromium if missing",
+        "cargo test --workspace --all-features; installs redis-server and chromium if missing",
     ),
     step(
         "faults",
@@ -156,7 +155,7 @@ fn main() -> ExitCode {
         "bench" => bench(false),
         "bench --report" => bench_report(false, false),
         "bench-build" => bench_build(),
-        "redis-server" => redis::ensure_server(),
+        "redis-server" => install::debian_packages(&[install::REDIS_SERVER]),
         "faults --long" => redis::faults(true),
         name => match CI.iter().find(|step| step.name == name) {
             Some(step) => (step.run)(),
@@ -242,11 +241,8 @@ fn clippy() -> Result {
 }
 
 fn test() -> Result {
-    install::debian_packages(install::TEST_PACKAGES)?;
-    // The web example's browser test drives a real browser: install it if missing.
-    browser::ensure_installed()?;
-    // The keyrunner-redis tests start private redis-servers: install it if missing.
-    redis::ensure_server()?;
+    // A browser for the web example's browser test, redis-server for keyrunner-redis.
+    install::test_packages()?;
     run(cargo().args(["test", "--workspace", "--all-features"]))
 }
 
