@@ -967,22 +967,27 @@ where
 }
 
 /// Every TTL/4 (shortened by up to TTL/16 of jitter, never lengthened): reap the leases that ran
-/// out, and let the dispatcher retry what failed.
+/// out, and let the dispatcher retry what failed. A reap that fails is tried again after TTL/32:
+/// a replica whose connection was just reset (or whose partition just healed) reaps within a
+/// round trip of getting Redis back, not a whole period later.
 async fn reaper<P, E>(store: Arc<Store>, queue: Arc<Queue<P, E>>, on_epoch: OnEpoch) {
     let mut jitter = Jitter::new(&store.replica);
     let period = store.ttl / 4;
+    let mut pause = period - jitter.up_to(period / 4);
     while !queue.is_closed() {
-        store.rt.sleep(period - jitter.up_to(period / 4)).await;
+        store.rt.sleep(pause).await;
         if queue.is_closed() {
             return;
         }
+        pause = period - jitter.up_to(period / 4);
         loop {
             let epoch = store.epoch();
             match store.reap(&epoch, REAP_BATCH).await {
                 Ok(Answer::Done(reaped)) if reaped == REAP_BATCH => continue,
+                Ok(Answer::Done(_)) => {}
                 Ok(Answer::Epoch(seen)) => on_epoch(seen),
-                // Unreachable now: try again next period.
-                _ => {}
+                // Unreachable now: try again soon.
+                Err(_) => pause = period / 8,
             }
             break;
         }
