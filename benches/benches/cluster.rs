@@ -65,7 +65,8 @@ impl Setup {
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let server = RedisServer::start_with(persistence);
+        // On disk: the `appendfsync always` figures are about what an fsync costs.
+        let server = RedisServer::start_on_disk(persistence);
         let url = server.url();
         let (owner, stopper, peer_owner, peer_stopper, raw) = runtime.block_on(async {
             let replica = || async {

@@ -318,7 +318,10 @@ where
     /// read the stored state).
     ///
     /// The listener runs on this replica's dispatcher task: keep it short (a slow listener
-    /// delays the other keys' listeners on this replica, never the owner of a run). After a
+    /// delays the other keys' listeners on this replica, never the owner of a run), and wrap
+    /// blocking work in `tokio::task::block_in_place` (or hand it to a thread), as anywhere on
+    /// an async runtime: a worker thread blocked without it can keep the runtime's timers and
+    /// sockets from being driven. After a
     /// disconnection it resynchronises with a `State` event from the stored state: it may skip
     /// intermediate events, never the latest state; unlike the in-process `listen`, which sees
     /// every event. Errors (a message that could not be decoded) arrive as `Err` items, and the

@@ -1,6 +1,7 @@
 //! Test support (feature `test-util`): a private `redis-server` per test.
 //!
-//! Each [`RedisServer`] has its own temporary directory, a unix socket there and no TCP port;
+//! Each [`RedisServer`] has its own temporary directory (memory-backed, under `/dev/shm`, where
+//! there is one: see [`RedisServer::start_with`]), a unix socket there and no TCP port;
 //! it is started on demand, waited for until it answers `PING`, and killed (and its directory
 //! removed) on drop. Nothing ever talks to a shared Redis, so tests can kill, pause and restart
 //! their server. A missing `redis-server` fails the test with the command that installs it: it
@@ -54,20 +55,44 @@ impl RedisServer {
     }
 
     /// Starts a server with `persistence` and waits for `PING`.
+    ///
+    /// Its directory is memory-backed (`/dev/shm`) where there is one, so that
+    /// `appendfsync always` waits for no disk the machine's other work is writing to: the AOF
+    /// still outlives a killed server, which is what a restart test needs. To measure what an
+    /// `fsync` to a real disk costs, use [`start_on_disk`](Self::start_on_disk).
     pub fn start_with(persistence: Persistence) -> Self {
+        let shm = Path::new("/dev/shm");
+        match Self::make_dir(shm) {
+            Ok(dir) => Self::start_in(dir, persistence),
+            Err(_) => Self::start_on_disk(persistence),
+        }
+    }
+
+    /// Like [`start_with`](Self::start_with), in the system's temporary directory.
+    pub fn start_on_disk(persistence: Persistence) -> Self {
+        let base = std::env::temp_dir();
+        match Self::make_dir(&base) {
+            Ok(dir) => Self::start_in(dir, persistence),
+            Err(error) => panic!("cannot create a directory in {}: {error}", base.display()),
+        }
+    }
+
+    fn make_dir(base: &Path) -> std::io::Result<PathBuf> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
+        let dir = base.join(format!(
             "keyrunner-redis-{}-{}-{nanos}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        if let Err(error) = std::fs::create_dir_all(&dir) {
-            panic!("cannot create {}: {error}", dir.display());
-        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn start_in(dir: PathBuf, persistence: Persistence) -> Self {
         let socket = dir.join("redis.sock");
         let mut server = Self {
             dir,

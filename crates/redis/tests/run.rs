@@ -388,7 +388,11 @@ async fn use_existing_on_a_run_this_replica_has_not_heard_start_yet_follows_it()
             "slow".to_owned(),
             move |_| {
                 flag.store(true, Ordering::SeqCst);
-                let _ = held.lock().unwrap().recv();
+                // Blocking as tokio wants it done, so that the runtime's other worker keeps
+                // driving timers and sockets meanwhile.
+                tokio::task::block_in_place(|| {
+                    let _ = held.lock().unwrap().recv();
+                });
             },
             false,
         )

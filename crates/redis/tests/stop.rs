@@ -260,8 +260,12 @@ async fn a_slow_abort_callback_holds_up_no_other_stop() {
         .run("slow".to_owned(), move |cx| {
             cx.abort_signal()
                 .on_abort(move |_| {
-                    // Until the test is over: a callback doing slow, blocking work.
-                    let _ = blocked.lock().unwrap().recv();
+                    // Until the test is over: a callback doing slow, blocking work, as tokio
+                    // wants it done, so that the runtime's other worker keeps driving timers
+                    // and sockets meanwhile.
+                    tokio::task::block_in_place(|| {
+                        let _ = blocked.lock().unwrap().recv();
+                    });
                 })
                 .detach();
             stream::pending::<String>()
