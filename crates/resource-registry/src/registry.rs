@@ -183,8 +183,31 @@ impl<K, V, S> Inner<K, V, S> {
     }
 
     /// Leases the key `key`, whose hash is `hash`, if it is allocated.
-    #[inline]
+    ///
+    /// Inlined into every lookup: a key that is not allocated costs one lock and one probe.
+    #[inline(always)]
     fn lookup<Q>(self: &Arc<Self>, hash: u64, key: &Q) -> Option<Lease<K, V, S>>
+    where
+        K: Borrow<Q> + Eq,
+        Q: ?Sized + Eq,
+    {
+        let table = lock(&self.table);
+        let node = table.get(hash, key)?;
+        // Cannot overflow: every lease also holds a strong count of the node, and `Arc`
+        // aborts before its count reaches `isize::MAX`.
+        node.leases.fetch_add(1, Ordering::Relaxed);
+        let node = Arc::clone(node);
+        match self.lease_found(table, node) {
+            Some(lease) => Some(lease),
+            None => self.lookup_again(hash, key),
+        }
+    }
+
+    /// [`lookup`](Self::lookup) after the initializer of the node it found panicked: the key
+    /// is not allocated any more, unless another caller allocated it since.
+    #[cold]
+    #[inline(never)]
+    fn lookup_again<Q>(self: &Arc<Self>, hash: u64, key: &Q) -> Option<Lease<K, V, S>>
     where
         K: Borrow<Q> + Eq,
         Q: ?Sized + Eq,
