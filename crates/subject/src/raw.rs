@@ -81,7 +81,20 @@ impl<T> Roster<T> {
     }
 
     /// Appends `entry`, whose id is larger than every id here.
+    #[inline(always)]
     fn push(&mut self, entry: Entry<T>) {
+        if let Self::Empty = self {
+            // The first listener, by far the most common case: no move of the roster, and
+            // nothing to drop (forgetting `Empty` leaks nothing).
+            mem::forget(mem::replace(self, Self::One(entry)));
+            return;
+        }
+        self.push_more(entry);
+    }
+
+    /// [`push`](Self::push) to a roster that is not empty.
+    #[inline(never)]
+    fn push_more(&mut self, entry: Entry<T>) {
         *self = match mem::take(self) {
             Self::Empty => Self::One(entry),
             Self::One(first) => Self::Many(vec![first, entry]),
@@ -93,7 +106,24 @@ impl<T> Roster<T> {
     }
 
     /// Removes the listener `id`, if it is here.
+    #[inline(always)]
     fn remove(&mut self, id: u64) -> Option<Entry<T>> {
+        if let Self::One(entry) = self {
+            // The only listener: no search, no move of the roster.
+            if entry.id != id {
+                return None;
+            }
+            return match mem::take(self) {
+                Self::One(entry) => Some(entry),
+                _ => None,
+            };
+        }
+        self.remove_more(id)
+    }
+
+    /// [`remove`](Self::remove) from a roster that does not hold exactly one listener.
+    #[inline(never)]
+    fn remove_more(&mut self, id: u64) -> Option<Entry<T>> {
         let index = self
             .as_slice()
             .binary_search_by_key(&id, |entry| entry.id)
