@@ -243,7 +243,9 @@ impl<K, V, S> Inner<K, V, S> {
                 None => table = lock(&self.table),
             }
         }
-        let node = Arc::new(Node::new(hash, key));
+        // `new_cyclic` allocates before the node is built, so the node (large: its value's
+        // cell is inline) is built in place instead of on the stack and then copied.
+        let node = Arc::new_cyclic(|_| Node::new(hash, key));
         table.insert(Arc::clone(&node));
         drop(table);
         self.initialize(&node);
