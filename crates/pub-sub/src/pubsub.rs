@@ -197,7 +197,19 @@ where
     where
         F: Fn(&V) + Send + Sync + 'static,
     {
-        Subscription::new(self.registry.allocate(key), listener, immediate)
+        if immediate {
+            return Subscription::new(self.registry.allocate(key), listener, true);
+        }
+        // A fresh key's subject gets its first listener while nobody else can reach it, without
+        // its lock; a key allocated already registers the listener through the lock.
+        match self
+            .registry
+            .allocate_with(key, listener, |_, subject, listener| {
+                subject.listen_mut(listener)
+            }) {
+            (lease, Ok(id)) => Subscription::registered(lease, id),
+            (lease, Err(listener)) => Subscription::new(lease, listener, false),
+        }
     }
 
     /// Emits `value` on `key`'s topic.

@@ -228,8 +228,16 @@ impl<K, V, S> Inner<K, V, S> {
         }
     }
 
-    /// Leases `key`, whose hash is `hash`, creating its value if it is not allocated.
-    fn allocate(self: &Arc<Self>, hash: u64, key: K) -> Lease<K, V, S>
+    /// Leases `key`, whose hash is `hash`, creating its value if it is not allocated; `create`
+    /// gets the value it creates, with `data`, before anyone else can see it. Returns what
+    /// `create` returned, or `data` back if the key was allocated.
+    fn allocate<D, R>(
+        self: &Arc<Self>,
+        hash: u64,
+        key: K,
+        data: D,
+        create: impl FnOnce(&K, &mut V, D) -> R,
+    ) -> (Lease<K, V, S>, Result<R, D>)
     where
         K: Eq,
     {
@@ -239,7 +247,7 @@ impl<K, V, S> Inner<K, V, S> {
             node.leases.fetch_add(1, Ordering::Relaxed);
             let node = Arc::clone(node);
             match self.lease_found(table, node) {
-                Some(lease) => return lease,
+                Some(lease) => return (lease, Err(data)),
                 None => table = lock(&self.table),
             }
         }
@@ -248,21 +256,34 @@ impl<K, V, S> Inner<K, V, S> {
         let node = Arc::new_cyclic(|_| Node::new(hash, key));
         table.insert(Arc::clone(&node));
         drop(table);
-        self.initialize(&node);
-        Lease::new(Arc::clone(self), node)
+        let created = self.initialize(&node, data, create);
+        (Lease::new(Arc::clone(self), node), Ok(created))
     }
 
     /// Runs the initializer of the node this thread just created, without the lock, and
     /// publishes the value; if the initializer panics, removes the node and resumes the panic.
-    fn initialize(&self, node: &Node<K, V>)
+    fn initialize<D, R>(
+        &self,
+        node: &Node<K, V>,
+        data: D,
+        create: impl FnOnce(&K, &mut V, D) -> R,
+    ) -> R
     where
         K: Eq,
     {
-        match panic::catch_unwind(AssertUnwindSafe(|| node.initialize(&self.init))) {
-            Ok(waiting) => {
+        let made = panic::catch_unwind(AssertUnwindSafe(|| {
+            node.initialize(|key| {
+                let mut value = (self.init)(key);
+                let created = create(key, &mut value, data);
+                (value, created)
+            })
+        }));
+        match made {
+            Ok((waiting, created)) => {
                 if waiting {
                     self.notify_waiters();
                 }
+                created
             }
             Err(payload) => {
                 let mut table = lock(&self.table);
@@ -414,7 +435,42 @@ impl<K: Eq + Hash, V, S: BuildHasher> Registry<K, V, S> {
     /// ```
     pub fn allocate(&self, key: K) -> Lease<K, V, S> {
         let hash = self.inner.hasher.hash_one(&key);
-        self.inner.allocate(hash, key)
+        self.inner.allocate(hash, key, (), |_, _, ()| ()).0
+    }
+
+    /// Leases `key` like [`allocate`](Self::allocate); if this call creates the key's value,
+    /// `create` gets it mutably, with `data`, right after the initializer made it and before any
+    /// other caller can see it, and returns `Ok` with what `create` returned. If the key was
+    /// allocated already, `data` comes back as `Err`.
+    ///
+    /// For a layer above that would otherwise lock the value it just created: pub-sub
+    /// registers a fresh topic's first listener this way. `create` runs without the registry's
+    /// lock, as part of the initializer (callers of the key wait for it, and a panic in it is
+    /// the initializer's panic: nothing is allocated).
+    ///
+    /// # Panics
+    ///
+    /// As [`allocate`](Self::allocate), and when `create` panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_resource_registry::Registry;
+    ///
+    /// let registry = Registry::new(|_: &&str| Vec::<u32>::new());
+    /// let (first, created) = registry.allocate_with("k", 7, |_, list, item| list.push(item));
+    /// assert_eq!((created, first.as_slice()), (Ok(()), &[7][..]));
+    /// let (_again, created) = registry.allocate_with("k", 8, |_, list, item| list.push(item));
+    /// assert_eq!(created, Err(8)); // allocated already: the data comes back
+    /// ```
+    pub fn allocate_with<D, R>(
+        &self,
+        key: K,
+        data: D,
+        create: impl FnOnce(&K, &mut V, D) -> R,
+    ) -> (Lease<K, V, S>, Result<R, D>) {
+        let hash = self.inner.hasher.hash_one(&key);
+        self.inner.allocate(hash, key, data, create)
     }
 
     /// Leases `key` only if it is allocated now; never creates a value.
@@ -667,7 +723,10 @@ impl<'a, K: Eq, V, S> VacantEntry<'a, K, V, S> {
     ///
     /// As [`Registry::allocate`].
     pub fn allocate(self) -> Lease<K, V, S> {
-        self.registry.inner.allocate(self.hash, self.key)
+        self.registry
+            .inner
+            .allocate(self.hash, self.key, (), |_, _, ()| ())
+            .0
     }
 }
 

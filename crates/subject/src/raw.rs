@@ -516,6 +516,40 @@ impl<T> RawSubject<T> {
         listener_id
     }
 
+    /// Registers `listener` like [`listen`](Self::listen) without `immediate`, on a subject the
+    /// caller holds exclusively (one being built, before anyone else can reach it): no lock
+    /// is taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_subject::raw::RawSubject;
+    ///
+    /// let mut subject = RawSubject::new();
+    /// let id = subject.listen_mut(|value: &u32| assert_eq!(*value, 1));
+    /// subject.next(1);
+    /// subject.unlisten(id);
+    /// ```
+    pub fn listen_mut<F>(&mut self, listener: F) -> ListenerId
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        let state = sync::get_mut(&mut self.state);
+        let id = state.next_id;
+        state.next_id += 1;
+        let listener_id = ListenerId(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN));
+        if state.closed {
+            return listener_id;
+        }
+        // Exclusive access: nobody delivers, so the roster is here.
+        state.roster.push(Entry {
+            id,
+            f: Box::new(listener),
+        });
+        state.listeners += 1;
+        listener_id
+    }
+
     /// Removes the listener `id`. It is not called after this returns, with one exception:
     /// see [`Subscription`](crate::Subscription) for who waits and when.
     pub fn unlisten(&self, id: ListenerId) {
