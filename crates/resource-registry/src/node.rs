@@ -81,14 +81,19 @@ impl<K, V> Node<K, V> {
         self.owner == sync::current_thread()
     }
 
-    /// Makes the value with `init`, which also returns something for its caller, and makes it
-    /// visible; returns whether someone waits to be told, and that something. If `init`
-    /// panics, nothing is stored and the panic propagates.
-    pub(crate) fn initialize<R>(&self, init: impl FnOnce(&K) -> (V, R)) -> (bool, R) {
+    /// Makes the value with `init`, lets `create` change it (still private) and return
+    /// something for its caller, and makes the value visible; returns whether someone waits to
+    /// be told, and what `create` returned. If either panics, nothing is stored and the panic
+    /// propagates.
+    pub(crate) fn initialize<R>(
+        &self,
+        init: impl FnOnce(&K) -> V,
+        create: impl FnOnce(&K, &mut V) -> R,
+    ) -> (bool, R) {
         let mut made = None;
         self.value.get_or_init(|| {
-            let (value, extra) = init(&self.key);
-            made = Some(extra);
+            let mut value = init(&self.key);
+            made = Some(create(&self.key, &mut value));
             value
         });
         // Only the node's creator calls this, once, on a cell nobody else sets: the closure ran.

@@ -272,11 +272,7 @@ impl<K, V, S> Inner<K, V, S> {
         K: Eq,
     {
         let made = panic::catch_unwind(AssertUnwindSafe(|| {
-            node.initialize(|key| {
-                let mut value = (self.init)(key);
-                let created = create(key, &mut value, data);
-                (value, created)
-            })
+            node.initialize(&self.init, |key, value| create(key, value, data))
         }));
         match made {
             Ok((waiting, created)) => {
