@@ -3,7 +3,8 @@
 //! A key is hashed once, with the registry's hasher, when a caller names it; the node keeps that
 //! hash, so inserting and removing a node never hashes its key again. The set itself hashes with
 //! [`StoredHash`], which only passes the stored number on. Lookups by a borrowed key go through
-//! `dyn Probe<Q>`, the usual way to look a `HashSet` up by something that is not its element.
+//! `dyn Probe<Q>`, the usual way to look a `HashSet` up by something that is not its element;
+//! a removal probes with the node itself, which hashes and compares as its link does.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
