@@ -197,7 +197,19 @@ where
     where
         F: Fn(&V) + Send + Sync + 'static,
     {
-        Subscription::new(self.registry.allocate(key), listener, immediate)
+        if immediate {
+            return Subscription::new(self.registry.allocate(key), listener, true);
+        }
+        // A fresh key's subject gets its first listener while nobody else can reach it, without
+        // its lock; a key allocated already registers the listener through the lock.
+        match self
+            .registry
+            .allocate_with(key, listener, |_, subject, listener| {
+                subject.listen_mut(listener)
+            }) {
+            (lease, Ok(id)) => Subscription::registered(lease, id),
+            (lease, Err(listener)) => Subscription::new(lease, listener, false),
+        }
     }
 
     /// Emits `value` on `key`'s topic.
@@ -214,13 +226,23 @@ where
     /// If this call delivers values and a listener panics, the other listeners still receive
     /// the value, and the first panic resumes from here once delivery is done.
     pub fn next(&self, key: K, value: V) {
+        let Some(should_cleanup) = &self.should_cleanup else {
+            // A key that is not allocated has no listener, and its topic would be freed at
+            // once: one lookup, and the value is dropped.
+            if let Some(lease) = self.registry.get(&key) {
+                emit_then_release(lease, value);
+            }
+            return;
+        };
+        self.next_judged(key, value, &**should_cleanup);
+    }
+
+    /// [`next`](Self::next) with a cleanup predicate, which may keep a key nobody holds.
+    #[inline(never)]
+    fn next_judged(&self, key: K, value: V, should_cleanup: &ShouldCleanupFn<K, V>) {
         match self.registry.entry(key) {
             Entry::Allocated(lease) => emit_then_release(lease, value),
             Entry::Vacant(vacant) => {
-                let Some(should_cleanup) = &self.should_cleanup else {
-                    // Nobody listens, and the topic would be freed at once: drop the value.
-                    return;
-                };
                 // The question its release would ask, asked first: allocate only to keep.
                 if should_cleanup(vacant.key(), &value) {
                     return;
@@ -237,7 +259,7 @@ where
                 // Should this be the last hold, the answer is known: keep, unless another value
                 // was emitted meanwhile, which the predicate has not seen.
                 lease.release_with(|key, subject| {
-                    subject.emissions() != emission && cleans_up(&**should_cleanup, key, subject)
+                    subject.emissions() != emission && cleans_up(should_cleanup, key, subject)
                 });
             }
         }
@@ -573,6 +595,8 @@ fn cleans_up<K, V>(
 
 /// Emits `value` on a leased topic, then releases the lease, also when a listener panicked
 /// (the panic resumes after the release, so that the release never runs while unwinding).
+/// Kept out of line: the lookup that finds nobody to deliver to stays a small function.
+#[inline(never)]
 fn emit_then_release<K: Eq, V, S>(lease: Lease<K, RawSubject<V>, S>, value: V) {
     let emitted = panic::catch_unwind(AssertUnwindSafe(|| lease.next(value)));
     drop(lease);

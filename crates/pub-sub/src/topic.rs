@@ -182,6 +182,14 @@ where
         }
     }
 
+    /// A subscription for `listener`, registered already on the topic `lease` holds.
+    pub(crate) fn registered(lease: Lease<K, RawSubject<V>, S>, listener: ListenerId) -> Self {
+        Self {
+            listener: Some(listener),
+            lease,
+        }
+    }
+
     /// The key this subscription listens to.
     pub fn key(&self) -> &K {
         self.lease.key()

@@ -25,14 +25,15 @@
 //!   to [`Registry::peek`] and [`Registry::for_each`] run without the registry's lock. They may
 //!   read the registry (`is_allocated`, `len`, `get`, `peek`) and allocate, lease or release
 //!   other keys. An initializer that leases its own key (`allocate`, `get`, `entry`, `peek`)
-//!   panics with a message that says so: its value cannot exist before it returns. A
+//!   panics with a message that says so: its value cannot exist before it returns. The creation
+//!   hook of [`Registry::allocate_with`] is part of the initializer in all of this. A
 //!   predicate may even lease the key it judges, which keeps it. Values are dropped without the
 //!   lock too.
 //! - **Panics leave the registry usable.** A panicking initializer allocates nothing; an entry
 //!   whose predicate panics stays allocated with no leases. The panic propagates to the caller of
 //!   `allocate`, to the code dropping the lease, or to the caller of `sweep`. Nothing is poisoned.
-//! - **One hash per operation.** A key is hashed once per `allocate`, `get`, `entry`, `peek` or
-//!   `is_allocated`, with the registry's hasher; the entry keeps the hash, so releasing a lease
+//! - **One hash per operation.** A key is hashed once per `allocate`, `allocate_with`, `get`,
+//!   `entry`, `peek` or `is_allocated`, with the registry's hasher; the entry keeps the hash, so releasing a lease
 //!   (and freeing the entry) never hashes. Cloning a lease, and dropping one that is not the
 //!   last, take no lock.
 //! - **Thread-safe.** [`Registry`] and [`Lease`] are `Send + Sync` when the key, the value and

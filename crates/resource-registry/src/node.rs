@@ -81,13 +81,27 @@ impl<K, V> Node<K, V> {
         self.owner == sync::current_thread()
     }
 
-    /// Makes the value with `init`, in place (a subject is large: no move), and makes it
-    /// visible; returns whether someone waits to be told. If `init` panics, nothing is stored
-    /// and the panic propagates.
-    pub(crate) fn initialize(&self, init: impl FnOnce(&K) -> V) -> bool {
-        // Only the node's creator calls this, once, so the closure always runs.
-        self.value.get_or_init(|| init(&self.key));
-        self.phase.swap(READY, Ordering::AcqRel) & WAITING != 0
+    /// Makes the value with `init`, lets `create` change it (still private) and return
+    /// something for its caller, and makes the value visible; returns whether someone waits to
+    /// be told, and what `create` returned. If either panics, nothing is stored and the panic
+    /// propagates.
+    pub(crate) fn initialize<R>(
+        &self,
+        init: impl FnOnce(&K) -> V,
+        create: impl FnOnce(&K, &mut V) -> R,
+    ) -> (bool, R) {
+        let mut made = None;
+        self.value.get_or_init(|| {
+            let mut value = init(&self.key);
+            made = Some(create(&self.key, &mut value));
+            value
+        });
+        // Only the node's creator calls this, once, on a cell nobody else sets: the closure ran.
+        let made = made.expect("the creator of a node initializes its empty cell");
+        (
+            self.phase.swap(READY, Ordering::AcqRel) & WAITING != 0,
+            made,
+        )
     }
 
     /// Marks the initialization failed; returns whether someone waits to be told.

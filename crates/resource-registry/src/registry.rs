@@ -183,8 +183,31 @@ impl<K, V, S> Inner<K, V, S> {
     }
 
     /// Leases the key `key`, whose hash is `hash`, if it is allocated.
-    #[inline]
+    ///
+    /// Inlined into every lookup: a key that is not allocated costs one lock and one probe.
+    #[inline(always)]
     fn lookup<Q>(self: &Arc<Self>, hash: u64, key: &Q) -> Option<Lease<K, V, S>>
+    where
+        K: Borrow<Q> + Eq,
+        Q: ?Sized + Eq,
+    {
+        let table = lock(&self.table);
+        let node = table.get(hash, key)?;
+        // Cannot overflow: every lease also holds a strong count of the node, and `Arc`
+        // aborts before its count reaches `isize::MAX`.
+        node.leases.fetch_add(1, Ordering::Relaxed);
+        let node = Arc::clone(node);
+        match self.lease_found(table, node) {
+            Some(lease) => Some(lease),
+            None => self.lookup_again(hash, key),
+        }
+    }
+
+    /// [`lookup`](Self::lookup) after the initializer of the node it found panicked: the key
+    /// is not allocated any more, unless another caller allocated it since.
+    #[cold]
+    #[inline(never)]
+    fn lookup_again<Q>(self: &Arc<Self>, hash: u64, key: &Q) -> Option<Lease<K, V, S>>
     where
         K: Borrow<Q> + Eq,
         Q: ?Sized + Eq,
@@ -205,8 +228,16 @@ impl<K, V, S> Inner<K, V, S> {
         }
     }
 
-    /// Leases `key`, whose hash is `hash`, creating its value if it is not allocated.
-    fn allocate(self: &Arc<Self>, hash: u64, key: K) -> Lease<K, V, S>
+    /// Leases `key`, whose hash is `hash`, creating its value if it is not allocated; `create`
+    /// gets the value it creates, with `data`, before anyone else can see it. Returns what
+    /// `create` returned, or `data` back if the key was allocated.
+    fn allocate<D, R>(
+        self: &Arc<Self>,
+        hash: u64,
+        key: K,
+        data: D,
+        create: impl FnOnce(&K, &mut V, D) -> R,
+    ) -> (Lease<K, V, S>, Result<R, D>)
     where
         K: Eq,
     {
@@ -216,28 +247,39 @@ impl<K, V, S> Inner<K, V, S> {
             node.leases.fetch_add(1, Ordering::Relaxed);
             let node = Arc::clone(node);
             match self.lease_found(table, node) {
-                Some(lease) => return lease,
+                Some(lease) => return (lease, Err(data)),
                 None => table = lock(&self.table),
             }
         }
-        let node = Arc::new(Node::new(hash, key));
+        // `new_cyclic` allocates before the node is built, so the node (large: its value's
+        // cell is inline) is built in place instead of on the stack and then copied.
+        let node = Arc::new_cyclic(|_| Node::new(hash, key));
         table.insert(Arc::clone(&node));
         drop(table);
-        self.initialize(&node);
-        Lease::new(Arc::clone(self), node)
+        let created = self.initialize(&node, data, create);
+        (Lease::new(Arc::clone(self), node), Ok(created))
     }
 
     /// Runs the initializer of the node this thread just created, without the lock, and
     /// publishes the value; if the initializer panics, removes the node and resumes the panic.
-    fn initialize(&self, node: &Node<K, V>)
+    fn initialize<D, R>(
+        &self,
+        node: &Node<K, V>,
+        data: D,
+        create: impl FnOnce(&K, &mut V, D) -> R,
+    ) -> R
     where
         K: Eq,
     {
-        match panic::catch_unwind(AssertUnwindSafe(|| node.initialize(&self.init))) {
-            Ok(waiting) => {
+        let made = panic::catch_unwind(AssertUnwindSafe(|| {
+            node.initialize(&self.init, |key, value| create(key, value, data))
+        }));
+        match made {
+            Ok((waiting, created)) => {
                 if waiting {
                     self.notify_waiters();
                 }
+                created
             }
             Err(payload) => {
                 let mut table = lock(&self.table);
@@ -389,7 +431,42 @@ impl<K: Eq + Hash, V, S: BuildHasher> Registry<K, V, S> {
     /// ```
     pub fn allocate(&self, key: K) -> Lease<K, V, S> {
         let hash = self.inner.hasher.hash_one(&key);
-        self.inner.allocate(hash, key)
+        self.inner.allocate(hash, key, (), |_, _, ()| ()).0
+    }
+
+    /// Leases `key` like [`allocate`](Self::allocate); if this call creates the key's value,
+    /// `create` gets it mutably, with `data`, right after the initializer made it and before any
+    /// other caller can see it, and returns `Ok` with what `create` returned. If the key was
+    /// allocated already, `data` comes back as `Err`.
+    ///
+    /// For a layer above that would otherwise lock the value it just created: pub-sub
+    /// registers a fresh topic's first listener this way. `create` runs without the registry's
+    /// lock, as part of the initializer (callers of the key wait for it, and a panic in it is
+    /// the initializer's panic: nothing is allocated).
+    ///
+    /// # Panics
+    ///
+    /// As [`allocate`](Self::allocate), and when `create` panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_resource_registry::Registry;
+    ///
+    /// let registry = Registry::new(|_: &&str| Vec::<u32>::new());
+    /// let (first, created) = registry.allocate_with("k", 7, |_, list, item| list.push(item));
+    /// assert_eq!((created, first.as_slice()), (Ok(()), &[7][..]));
+    /// let (_again, created) = registry.allocate_with("k", 8, |_, list, item| list.push(item));
+    /// assert_eq!(created, Err(8)); // allocated already: the data comes back
+    /// ```
+    pub fn allocate_with<D, R>(
+        &self,
+        key: K,
+        data: D,
+        create: impl FnOnce(&K, &mut V, D) -> R,
+    ) -> (Lease<K, V, S>, Result<R, D>) {
+        let hash = self.inner.hasher.hash_one(&key);
+        self.inner.allocate(hash, key, data, create)
     }
 
     /// Leases `key` only if it is allocated now; never creates a value.
@@ -642,7 +719,10 @@ impl<'a, K: Eq, V, S> VacantEntry<'a, K, V, S> {
     ///
     /// As [`Registry::allocate`].
     pub fn allocate(self) -> Lease<K, V, S> {
-        self.registry.inner.allocate(self.hash, self.key)
+        self.registry
+            .inner
+            .allocate(self.hash, self.key, (), |_, _, ()| ())
+            .0
     }
 }
 

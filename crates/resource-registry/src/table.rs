@@ -3,7 +3,8 @@
 //! A key is hashed once, with the registry's hasher, when a caller names it; the node keeps that
 //! hash, so inserting and removing a node never hashes its key again. The set itself hashes with
 //! [`StoredHash`], which only passes the stored number on. Lookups by a borrowed key go through
-//! `dyn Probe<Q>`, the usual way to look a `HashSet` up by something that is not its element.
+//! `dyn Probe<Q>`, the usual way to look a `HashSet` up by something that is not its element;
+//! a removal probes with the node itself, which hashes and compares as its link does.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -87,11 +88,8 @@ impl<K, V> Table<K, V> {
         if !node.unlink() {
             return None;
         }
-        let lookup = Lookup {
-            hash: node.hash,
-            key: &node.key,
-        };
-        let removed = self.set.take(&lookup as &dyn Probe<K>).map(|link| link.0);
+        // Probed by the node itself: its stored hash and key, without a trait object.
+        let removed = self.set.take(node).map(|link| link.0);
         debug_assert!(removed.is_some(), "a linked node is in the table");
         removed
     }
@@ -110,6 +108,27 @@ impl<K: Eq, V> PartialEq for Link<K, V> {
 }
 
 impl<K: Eq, V> Eq for Link<K, V> {}
+
+impl<K, V> Borrow<Node<K, V>> for Link<K, V> {
+    fn borrow(&self) -> &Node<K, V> {
+        &self.0
+    }
+}
+
+/// A node hashes and compares as its link does: by its stored hash, and by key.
+impl<K, V> Hash for Node<K, V> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<K: Eq, V> PartialEq for Node<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl<K: Eq, V> Eq for Node<K, V> {}
 
 impl<K: Borrow<Q>, V, Q: ?Sized> Probe<Q> for Link<K, V> {
     fn hash(&self) -> u64 {

@@ -22,6 +22,8 @@ struct Counters {
 struct Value {
     number: usize,
     counters: Arc<Counters>,
+    /// Set by a creation hook (`allocate_with`); 0 as the initializer makes it.
+    tag: AtomicUsize,
 }
 
 impl Drop for Value {
@@ -49,6 +51,7 @@ fn registry(free: bool) -> (Registry<u8, Value>, Arc<Counters>) {
         Value {
             number: for_init.inits.fetch_add(1, Ordering::SeqCst),
             counters: Arc::clone(&for_init),
+            tag: AtomicUsize::new(0),
         }
     })
     .cleanup(move |_, _| {
@@ -92,6 +95,38 @@ fn an_initializing_entry_racing_allocate_and_release_of_its_key() {
             (inits..=2).contains(&calls),
             "{calls} calls for {inits} values"
         );
+    });
+}
+
+/// Leases the key with `allocate_with`, tagging the value if this call creates it; asserts what
+/// the lease sees: its own tag if it created the value, else the creator's, never an untagged
+/// value.
+fn allocate_tagged(registry: &Registry<u8, Value>, tag: usize) {
+    let (lease, created) = registry.allocate_with(0, tag, |_, value, tag| {
+        value.tag.store(tag, Ordering::Relaxed);
+    });
+    let seen = lease.tag.load(Ordering::Relaxed);
+    match created {
+        Ok(()) => assert_eq!(seen, tag, "the creator sees its own hook's work"),
+        Err(_) => assert_ne!(seen, 0, "a value is published only once its hook ran"),
+    }
+}
+
+/// Two creations with a hook race on one key: the hook runs before the value is published, so
+/// a caller that waits for the other's initializer sees the hook's work (a relaxed store, made
+/// visible only by the publication's ordering).
+#[test]
+fn a_creation_hook_happens_before_the_value_is_shared() {
+    loom::model(|| {
+        let (registry, counters) = registry(true);
+        let other = registry.clone();
+        let worker = thread::spawn(move || allocate_tagged(&other, 1));
+        allocate_tagged(&registry, 2);
+        worker.join().expect("worker does not panic");
+
+        assert!(registry.is_empty());
+        let inits = counters.inits.load(Ordering::SeqCst);
+        assert_eq!(counters.drops.load(Ordering::SeqCst), inits);
     });
 }
 

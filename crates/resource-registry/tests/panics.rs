@@ -132,3 +132,20 @@ fn panicking_predicate_in_sweep_leaves_the_rest_consistent() {
     assert!(registry.is_empty());
     assert_eq!(dropped.load(Ordering::SeqCst), 10);
 }
+
+#[test]
+fn panicking_creation_hook_allocates_nothing_and_propagates() {
+    let registry = Registry::new(|key: &u32| vec![*key]);
+    let payload = catch_unwind(AssertUnwindSafe(|| {
+        registry.allocate_with(1, (), |_, _, ()| panic!("creation hook failed"))
+    }))
+    .expect_err("the hook's panic reaches the caller");
+    assert_eq!(message(&*payload), "creation hook failed");
+    assert!(!registry.is_allocated(&1), "the half-made value is dropped");
+
+    let (lease, created) = registry.allocate_with(1, 2, |_, value, extra| value.push(extra));
+    assert_eq!((created, lease.as_slice()), (Ok(()), &[1, 2][..]));
+    let (again, created) = registry.allocate_with(1, 3, |_, value, extra| value.push(extra));
+    assert_eq!(created, Err(3), "an allocated key hands the data back");
+    assert_eq!(again.as_slice(), &[1, 2], "and its value is left alone");
+}

@@ -81,7 +81,20 @@ impl<T> Roster<T> {
     }
 
     /// Appends `entry`, whose id is larger than every id here.
+    #[inline(always)]
     fn push(&mut self, entry: Entry<T>) {
+        if let Self::Empty = self {
+            // The first listener, by far the most common case: no move of the roster, and
+            // nothing to drop (forgetting `Empty` leaks nothing).
+            mem::forget(mem::replace(self, Self::One(entry)));
+            return;
+        }
+        self.push_more(entry);
+    }
+
+    /// [`push`](Self::push) to a roster that is not empty.
+    #[inline(never)]
+    fn push_more(&mut self, entry: Entry<T>) {
         *self = match mem::take(self) {
             Self::Empty => Self::One(entry),
             Self::One(first) => Self::Many(vec![first, entry]),
@@ -93,7 +106,24 @@ impl<T> Roster<T> {
     }
 
     /// Removes the listener `id`, if it is here.
+    #[inline(always)]
     fn remove(&mut self, id: u64) -> Option<Entry<T>> {
+        if let Self::One(entry) = self {
+            // The only listener: no search, no move of the roster.
+            if entry.id != id {
+                return None;
+            }
+            return match mem::take(self) {
+                Self::One(entry) => Some(entry),
+                _ => None,
+            };
+        }
+        self.remove_more(id)
+    }
+
+    /// [`remove`](Self::remove) from a roster that does not hold exactly one listener.
+    #[inline(never)]
+    fn remove_more(&mut self, id: u64) -> Option<Entry<T>> {
         let index = self
             .as_slice()
             .binary_search_by_key(&id, |entry| entry.id)
@@ -197,6 +227,11 @@ struct State<T> {
     version: u64,
     /// Set by [`RawSubject::close`].
     closed: bool,
+    /// Set whenever one of the conditions [`is_quiet`](Self::is_quiet) checks may have stopped
+    /// holding (a queued job, a pending change, a waiter, a replayable value, closing);
+    /// cleared by the drainer once they all hold again. The uncontended delivery reads this
+    /// one flag instead of the five conditions.
+    attention: bool,
 }
 
 /// A value replaced by a newer one: dropped without the lock (its drop is user code).
@@ -232,6 +267,7 @@ impl<T> State<T> {
         if self.drainer.is_some() && self.current.is_none() {
             // `previous` is the value being delivered: keep it for `immediate` replays.
             self.current = Some(previous);
+            self.attention = true;
             Retired::None
         } else {
             Retired::Shared(previous)
@@ -267,6 +303,7 @@ impl<T> State<T> {
     }
 
     fn pending(&mut self) -> &mut Pending<T> {
+        self.attention = true;
         self.pending.get_or_insert_with(|| {
             Box::new(Pending {
                 added: Vec::new(),
@@ -275,10 +312,17 @@ impl<T> State<T> {
         })
     }
 
+    /// The queue of jobs, made on first use.
+    fn queue(&mut self) -> &mut VecDeque<Job<T>> {
+        self.attention = true;
+        self.queue.get_or_insert_default()
+    }
+
     /// Starts the next queued job, for the drainer; `None` when the queue is empty.
     fn start_next(&mut self) -> Option<Work<T>> {
         let job = self.queue.as_mut()?.pop_front()?;
         self.started += 1;
+        self.attention = true;
         Some(match job {
             Job::Deliver(value) => {
                 let is_last = self
@@ -382,6 +426,7 @@ impl<T> RawSubject<T> {
                 waiters: 0,
                 version: base,
                 closed: false,
+                attention: false,
             }),
             job_finished: Condvar::new(),
             removals: AtomicU64::new(0),
@@ -459,7 +504,7 @@ impl<T> RawSubject<T> {
                 state.listeners += 1;
                 if let Some(value) = replay {
                     // Before the next delivery, after the replays already waiting.
-                    let queue = state.queue.get_or_insert_default();
+                    let queue = state.queue();
                     let at = queue
                         .iter()
                         .position(|job| matches!(job, Job::Deliver(..)))
@@ -468,6 +513,40 @@ impl<T> RawSubject<T> {
                 }
             }
         }
+        listener_id
+    }
+
+    /// Registers `listener` like [`listen`](Self::listen) without `immediate`, on a subject the
+    /// caller holds exclusively (one being built, before anyone else can reach it): no lock
+    /// is taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use keyrunner_subject::raw::RawSubject;
+    ///
+    /// let mut subject = RawSubject::new();
+    /// let id = subject.listen_mut(|value: &u32| assert_eq!(*value, 1));
+    /// subject.next(1);
+    /// subject.unlisten(id);
+    /// ```
+    pub fn listen_mut<F>(&mut self, listener: F) -> ListenerId
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        let state = sync::get_mut(&mut self.state);
+        let id = state.next_id;
+        state.next_id += 1;
+        let listener_id = ListenerId(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN));
+        if state.closed {
+            return listener_id;
+        }
+        // Exclusive access: nobody delivers, so the roster is here.
+        state.roster.push(Entry {
+            id,
+            f: Box::new(listener),
+        });
+        state.listeners += 1;
         listener_id
     }
 
@@ -508,6 +587,7 @@ impl<T> RawSubject<T> {
         if state.drainer != Some(me) && !sync::in_callback() {
             let target = state.started;
             state.waiters += 1;
+            state.attention = true;
             while state.finished < target {
                 state = sync::wait(&self.job_finished, state);
             }
@@ -571,6 +651,7 @@ impl<T> RawSubject<T> {
             return;
         }
         state.closed = true;
+        state.attention = true;
         state.listeners = 0;
         let roster = mem::take(&mut state.roster);
         let pending = state.pending.take();
@@ -646,10 +727,7 @@ impl<T> RawSubject<T> {
             .clone()
             .expect("`record` just stored a last value");
         if state.drainer.is_some() {
-            state
-                .queue
-                .get_or_insert_default()
-                .push_back(Job::Deliver(value));
+            state.queue().push_back(Job::Deliver(value));
             drop(state);
             self.streams.wake();
             if let Some(payload) = retired.drop_caught() {
@@ -664,17 +742,27 @@ impl<T> RawSubject<T> {
         self.streams.wake();
         let mut first = retired.drop_caught();
         let in_callback = InCallback::enter();
-        self.call_all(roster.as_slice(), &value, seen, &mut first);
+        match &roster {
+            // The common case, without the slice loop.
+            Roster::One(entry) if self.removals.load(Ordering::Acquire) == seen => {
+                call(entry, &value, &mut first);
+            }
+            roster => self.call_all(roster.as_slice(), &value, seen, &mut first),
+        }
         // Usually not the last reference (`last` holds the value): then no user code runs.
         if let Some(payload) = Arc::into_inner(value).and_then(drop_caught) {
             keep_first(&mut first, payload);
         }
         let mut state = self.lock();
         state.finished += 1;
-        if state.is_quiet() {
-            state.hand_back(roster);
-        } else {
+        if state.attention {
             self.finish(state, roster, &mut first);
+        } else {
+            debug_assert!(
+                state.is_quiet(),
+                "a change that needs the drainer sets `attention`"
+            );
+            state.hand_back(roster);
         }
         drop(in_callback);
         if let Some(payload) = first {
@@ -713,6 +801,7 @@ impl<T> RawSubject<T> {
                 self.job_finished.notify_all();
             }
             if state.is_quiet() {
+                state.attention = false;
                 state.hand_back(roster);
                 return;
             }
@@ -722,6 +811,7 @@ impl<T> RawSubject<T> {
             let Some(work) = state.start_next() else {
                 state.hand_back(roster);
                 let current = state.current.take();
+                state.attention = !state.is_quiet();
                 drop(state);
                 if let Some(payload) = drop_caught((removed, closed, current)) {
                     keep_first(first, payload);

@@ -84,11 +84,13 @@ impl Streams {
 
     /// Publishes the state's new version to the streams; called under the state lock, then
     /// followed by [`wake`](Self::wake) once the lock is released.
+    #[inline]
     pub(crate) fn record(&self, version: u64) {
         self.stamp.store(version << 1, Ordering::Release);
     }
 
     /// The version last recorded.
+    #[inline]
     pub(crate) fn version(&self) -> u64 {
         self.stamp.load(Ordering::Acquire) >> 1
     }

@@ -35,6 +35,7 @@ loom::thread_local!(static CALLBACKS: Cell<u32> = Cell::new(0));
 
 /// The id of the calling thread.
 #[cfg(not(loom))]
+#[inline]
 pub(crate) fn current_thread() -> ThreadId {
     // Non-zero (so `Option<ThreadId>` is one word): the address of a live thread-local.
     CALLBACKS.with(|depth| {
@@ -69,6 +70,7 @@ impl Drop for InCallback {
 }
 
 /// Whether the calling thread is inside an [`InCallback`] scope.
+#[inline]
 pub(crate) fn in_callback() -> bool {
     CALLBACKS.with(|depth| depth.get() > 0)
 }
@@ -78,6 +80,11 @@ pub(crate) fn in_callback() -> bool {
 /// always holds consistent data.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The contents of a mutex the caller holds exclusively, ignoring poison (see [`lock`]).
+pub(crate) fn get_mut<T>(mutex: &mut Mutex<T>) -> &mut T {
+    mutex.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Locks `mutex` if it is free right now, ignoring poison; `None` when someone holds it.
