@@ -4,7 +4,9 @@
 //!
 //! With `KEYRUNNER_BENCH_LOOP="<benchmark id> <iterations>"` set, the binary skips criterion
 //! and runs that one measurement's body the given number of times on tokio current_thread, for
-//! `valgrind --tool=callgrind` (see `docs/benchmarks.md`).
+//! `valgrind --tool=callgrind` (see `docs/benchmarks.md`); two more ids,
+//! `runner_items_current_thread/{keyrunner,hand_rolled}`, run one task streaming that many
+//! items.
 
 #[path = "peers/runner.rs"]
 #[allow(dead_code, reason = "the memory example uses the rest")]
@@ -392,6 +394,26 @@ fn instruction_loop(id: &str, iterations: u64) {
                     PeerOutcome::Completed
                 });
                 <peers::Tokio as PeerSpawn>::cancel(handle)
+            });
+        }
+        // Loop-only ids: one run whose stream yields `iterations` snapshots, so the difference
+        // between two counts is the cost of the items alone.
+        "runner_items_current_thread/keyrunner" => {
+            let repository = runtime.repository();
+            runtime.block_on(async {
+                let handle = repository
+                    .run(0, move |_| stream::iter(0..iterations))
+                    .expect("a fresh key is idle");
+                assert_eq!(handle.await, Outcome::Completed);
+            });
+        }
+        "runner_items_current_thread/hand_rolled" => {
+            let peer: HandRolled<u64, u64, peers::Tokio> = HandRolled::new(peers::Tokio);
+            runtime.block_on(async {
+                let handle = peer
+                    .run(0, move |_| stream::iter(0..iterations))
+                    .expect("a fresh key is idle");
+                assert_eq!(handle.await, PeerOutcome::Completed);
             });
         }
         _ => panic!("no instruction loop for {id:?}"),
