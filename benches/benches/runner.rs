@@ -1,6 +1,12 @@
 //! The task runner repository against the hand-rolled runner and the bare spawn floor: run → one
 //! item → completion → idle on 1, 100 and 10,000 keys at once, and run + stop, on tokio
 //! current_thread, tokio multi_thread (2 workers) and smol.
+//!
+//! With `KEYRUNNER_BENCH_LOOP="<benchmark id> <iterations>"` set, the binary skips criterion
+//! and runs that one measurement's body the given number of times on tokio current_thread, for
+//! `valgrind --tool=callgrind` (see `docs/benchmarks.md`); two more ids,
+//! `runner_items_current_thread/{keyrunner,hand_rolled}`, run one task streaming that many
+//! items.
 
 #[path = "peers/runner.rs"]
 #[allow(dead_code, reason = "the memory example uses the rest")]
@@ -14,7 +20,6 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
-    criterion_main,
 };
 use futures::{StreamExt, stream};
 use keyrunner::smol::SmolSpawner;
@@ -314,5 +319,118 @@ fn smol(c: &mut Criterion) {
     stop_group(c, "runner_stop_smol", &runtime);
 }
 
+/// Runs the body of benchmark `id` `iterations` times on tokio current_thread, nothing else:
+/// the instruction count of one iteration is the difference between two counts, divided.
+fn instruction_loop(id: &str, iterations: u64) {
+    let runtime = Runtime::current_thread();
+    match id {
+        "runner_cycle_current_thread/keyrunner/1" => {
+            let repository = runtime.repository();
+            let mut handles = Vec::new();
+            timed_all(&runtime, iterations, 1, &mut handles, |key| {
+                repository
+                    .run(key, one_item)
+                    .expect("the key is idle: every earlier run on it was awaited")
+            });
+            assert!(repository.is_empty(), "every idle key was forgotten");
+        }
+        "runner_cycle_current_thread/hand_rolled/1" => {
+            let peer: HandRolled<u64, u64, peers::Tokio> = HandRolled::new(peers::Tokio);
+            let mut handles = Vec::new();
+            timed_all(&runtime, iterations, 1, &mut handles, |key| {
+                peer.run(key, one_item)
+                    .expect("the key is idle: every earlier run on it was awaited")
+            });
+        }
+        "runner_cycle_current_thread/spawn_join/1" => {
+            let spawner = peers::Tokio;
+            let mut handles = Vec::new();
+            timed_all(&runtime, iterations, 1, &mut handles, |key| {
+                spawner.spawn(async move {
+                    one_item(key)
+                        .for_each(|item| async move {
+                            black_box(item);
+                        })
+                        .await;
+                    PeerOutcome::Completed
+                })
+            });
+        }
+        "runner_stop_current_thread/keyrunner" => {
+            let repository = runtime.repository();
+            timed(&runtime, iterations, || {
+                let handle = repository
+                    .run(0, |_| stream::pending::<u64>())
+                    .expect("the key is idle: the earlier run was stopped and awaited");
+                match repository.state_node(0) {
+                    StateNode::Running(running) => {
+                        running
+                            .stop(None)
+                            .expect("it is still the run just started");
+                    }
+                    StateNode::Idle(_) => unreachable!("the run was just started"),
+                }
+                async move {
+                    assert_eq!(handle.await, Outcome::Stopped { reason: None });
+                }
+            });
+        }
+        "runner_stop_current_thread/hand_rolled" => {
+            let peer: HandRolled<u64, u64, peers::Tokio> = HandRolled::new(peers::Tokio);
+            timed(&runtime, iterations, || {
+                let handle = peer
+                    .run(0, |_| stream::pending())
+                    .expect("the key is idle: the earlier run was stopped and awaited");
+                assert!(peer.stop(&0), "the run was going on");
+                async move {
+                    assert_eq!(handle.await, PeerOutcome::Stopped);
+                }
+            });
+        }
+        "runner_stop_current_thread/spawn_abort" => {
+            timed(&runtime, iterations, || {
+                let handle = peers::Tokio.spawn(async {
+                    stream::pending::<u64>().next().await;
+                    PeerOutcome::Completed
+                });
+                <peers::Tokio as PeerSpawn>::cancel(handle)
+            });
+        }
+        // Loop-only ids: one run whose stream yields `iterations` snapshots, so the difference
+        // between two counts is the cost of the items alone.
+        "runner_items_current_thread/keyrunner" => {
+            let repository = runtime.repository();
+            runtime.block_on(async {
+                let handle = repository
+                    .run(0, move |_| stream::iter(0..iterations))
+                    .expect("a fresh key is idle");
+                assert_eq!(handle.await, Outcome::Completed);
+            });
+        }
+        "runner_items_current_thread/hand_rolled" => {
+            let peer: HandRolled<u64, u64, peers::Tokio> = HandRolled::new(peers::Tokio);
+            runtime.block_on(async {
+                let handle = peer
+                    .run(0, move |_| stream::iter(0..iterations))
+                    .expect("a fresh key is idle");
+                assert_eq!(handle.await, PeerOutcome::Completed);
+            });
+        }
+        _ => panic!("no instruction loop for {id:?}"),
+    }
+}
+
 criterion_group!(benches, current_thread, multi_thread, smol);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("KEYRUNNER_BENCH_LOOP") {
+        let (id, iterations) = spec
+            .rsplit_once(' ')
+            .and_then(|(id, n)| Some((id, n.parse().ok()?)))
+            .expect("KEYRUNNER_BENCH_LOOP is \"<benchmark id> <iterations>\"");
+        instruction_loop(id, iterations);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -204,6 +204,8 @@ where
             self.topics.subject(key),
             self.retention.clone(),
         ));
+        // Moved into the slot by the transition; dropped unused (never the last reference:
+        // `run` holds another) if the transition refuses.
         let erased: Arc<dyn ErasedRun<P, E>> = run.clone();
         let mut refusal = None;
         let started = panic
@@ -225,12 +227,11 @@ where
                     // order.
                     let id = RunId::new(common.next_run.fetch_add(1, Ordering::Relaxed));
                     core.set_id(id);
-                    Some(Slot::started(id, Arc::clone(&erased)))
+                    Some(Slot::started(id, erased))
                 })
             })
             // A listener's panic can only come after the transition: the run started.
             .unwrap_or(true);
-        drop(erased);
         if !started {
             return Err(refusal.unwrap_or(Refusal::ShutDown));
         }

@@ -273,7 +273,9 @@ where
     let handle = Arc::clone(&run).handle();
     let driving: Driving<K, P, E, F, St, M> =
         Driving::new(run, Arc::clone(&core), task, live, link, span);
-    panic.catch(|| shared.common().spawn(Driver::new(driving)));
+    // Boxed before the closure, so that only the box moves into it.
+    let driver = Driver::new(driving);
+    panic.catch(|| shared.common().spawn(driver));
     let result = if core.was_refused() {
         Err(RunError::Spawn { run: id })
     } else {

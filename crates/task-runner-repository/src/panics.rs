@@ -43,14 +43,22 @@ impl Deferred {
 
     /// Resumes the panic caught, if any; while this thread is already unwinding, drops it
     /// instead (a second panic would abort the process).
+    #[inline]
     pub(crate) fn resume(&mut self) {
+        // Called after every step that may have caught a panic, almost always with none.
         if let Some(payload) = self.0.take() {
-            if std::thread::panicking() {
-                discard(payload);
-            } else {
-                panic::resume_unwind(payload);
-            }
+            resume_or_discard(payload);
         }
+    }
+}
+
+/// Resumes `payload`, or drops it if this thread is already unwinding.
+#[cold]
+fn resume_or_discard(payload: Payload) {
+    if std::thread::panicking() {
+        discard(payload);
+    } else {
+        panic::resume_unwind(payload);
     }
 }
 

@@ -385,20 +385,17 @@ where
                         let mut state = lock(&self.core.state);
                         let seq = state.log.seq();
                         let progress = match &folded {
-                            Some((at, progress)) if *at == seq => progress.clone(),
+                            Some((at, progress)) if *at == seq => Some(progress.clone()),
                             // An item came in since the fold (before a stopper's `closing`).
                             Some(_) => None,
                             // No delta to fold: the base is the final progress.
-                            None => state.log.current().unwrap_or(None),
+                            None => state.log.current(),
                         };
-                        let stale = match &folded {
-                            Some((at, _)) => *at != seq,
-                            None => state.log.current().is_none(),
-                        };
-                        if stale {
+                        // `None`: a fold is needed first, outside the lock.
+                        let Some(progress) = progress else {
                             fold_first = true;
                             return None;
-                        }
+                        };
                         state.outcome = Some(recorded.clone());
                         if folded.is_some() {
                             retired = state.log.settle(seq, progress.clone());

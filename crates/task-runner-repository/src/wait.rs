@@ -102,6 +102,14 @@ impl WaitList {
     /// woken; then the first panic resumes (or is dropped, if this thread is already unwinding).
     pub(crate) fn wake_all(self) {
         let mut panic = Deferred::default();
+        // Most lists hold one waker or none: no chained iterator over an absent slab.
+        if self.more.is_none() {
+            if let Some(waker) = self.first {
+                panic.catch(|| waker.wake());
+                panic.resume();
+            }
+            return;
+        }
         let more = self.more.into_iter().flat_map(|more| more.into_iter());
         for waker in self.first.into_iter().chain(more.map(|(_, waker)| waker)) {
             panic.catch(|| waker.wake());
