@@ -4,32 +4,16 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
-use std::time::Duration;
 
-use common::Manual;
+use common::{Manual, finishes};
 use futures::stream;
 use keyrunner_task_runner_repository::{
     Event, EventStream, RunHandle, Subscription, TaskRunnerRepository,
 };
 
 type Repo = TaskRunnerRepository<u32, u32>;
-
-/// How long a test waits for work that must finish promptly before it calls it a hang.
-const WATCHDOG: Duration = Duration::from_secs(20);
-
-/// Runs `f` on a thread of its own; `false` if it has not returned within [`WATCHDOG`] (a
-/// deadlock), in which case the thread is left behind.
-fn finishes(f: impl FnOnce() + Send + 'static) -> bool {
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished.recv_timeout(WATCHDOG).is_ok()
-}
 
 /// What a listener of one key drops: a subscription and a stream of the other key.
 type Victims = Arc<Mutex<Option<(Subscription, EventStream<u32>)>>>;

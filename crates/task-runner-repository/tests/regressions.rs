@@ -4,32 +4,16 @@
 mod common;
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread;
-use std::time::Duration;
 
-use common::{Manual, on_state, poll_once};
+use common::{Manual, finishes, on_state, poll_once};
 use futures::executor::LocalPool;
 use futures::stream;
 use keyrunner_task_runner_repository::{
     AbortController, Conflict, Driver, Outcome, Reason, RunError, RunHandle, State, StateNode,
     TaskRunnerRepository, spawn_fn,
 };
-
-/// How long a test waits for work that must finish promptly before it calls it a hang.
-const WATCHDOG: Duration = Duration::from_secs(10);
-
-/// Runs `f` on a thread of its own; `false` if it has not returned within [`WATCHDOG`] (a
-/// deadlock), in which case the thread is left behind.
-fn finishes(f: impl FnOnce() + Send + 'static) -> bool {
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        f();
-        let _ = done.send(());
-    });
-    finished.recv_timeout(WATCHDOG).is_ok()
-}
 
 /// A start that unwinds — here because the run is linked to an already-aborted signal, so it is
 /// stopped at once, and a listener panics on that stop — must leave no live count behind:

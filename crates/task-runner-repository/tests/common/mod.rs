@@ -1,11 +1,13 @@
-//! Test support: a hand-cranked executor, streams that report their own drop, a counting waker
-//! and a log of what listeners see.
+//! Test support: a hand-cranked executor, streams that report their own drop, a counting waker,
+//! a log of what listeners see, and a watchdog for work that must not hang.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::Duration;
 
 use futures::Stream;
 use futures::executor::LocalPool;
@@ -243,4 +245,18 @@ pub fn poll_once<F: std::future::Future + Unpin + ?Sized>(future: &mut F) -> boo
     Pin::new(future)
         .poll(&mut Context::from_waker(&waker))
         .is_ready()
+}
+
+/// How long a test waits for work that must finish promptly before it calls it a hang.
+pub const WATCHDOG: Duration = Duration::from_secs(20);
+
+/// Runs `f` on a thread of its own; `false` if it has not returned within [`WATCHDOG`] (a
+/// deadlock), in which case the thread is left behind.
+pub fn finishes(f: impl FnOnce() + Send + 'static) -> bool {
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    finished.recv_timeout(WATCHDOG).is_ok()
 }
