@@ -139,14 +139,8 @@ fn instruction_loop(id: &str, iterations: u64) {
 criterion_group!(benches, unwatched_next, listen_unsubscribe);
 
 fn main() {
-    if let Ok(spec) = std::env::var("KEYRUNNER_BENCH_LOOP") {
-        let (id, iterations) = spec
-            .rsplit_once(' ')
-            .and_then(|(id, n)| Some((id, n.parse().ok()?)))
-            .expect("KEYRUNNER_BENCH_LOOP is \"<benchmark id> <iterations>\"");
-        instruction_loop(id, iterations);
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    keyrunner_benches::criterion_or_loop(instruction_loop, || {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    });
 }
