@@ -49,7 +49,10 @@ pub(crate) struct HandRolledRedis {
 impl HandRolledRedis {
     pub(crate) async fn connect(url: &str, owner: &str, ttl: Duration) -> Self {
         let client = redis::Client::open(url).expect("a valid URL");
-        let conn = ConnectionManager::new(client.clone())
+        // No response timeout: with `appendfsync always` on a busy disk one call can take longer
+        // than the client's default, and the peer would panic where it should only be slow.
+        let config = ConnectionManagerConfig::new().set_response_timeout(None);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .expect("connect");
         let runs: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
